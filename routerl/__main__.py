@@ -1,0 +1,5 @@
+import sys
+
+from routerl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The YAML model catalog (``configs/catalog/*.yaml``)::
+
+    version: 1
+    models:
+      - id: gpt-4o-mini-2024-07-18
+        input_price_per_mtok: 0.15
+        output_price_per_mtok: 0.6
+        latency_ms: 0            # optional
+        context_window: 128000   # optional
+        sample_scores: {math_grade_school: 0.93, code_reasoning: 0.6}
+        sample_counts: {math_grade_school: 120, code_reasoning: 80}
+        probe_results: {"gsm/123": 1.0, ...}   # optional per-probe-prompt evidence
+        mean_output_tokens: 310
+        description: ""
+        tags: [openai]
+
+Loading validates every entry; errors name the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+from routerl.descriptors.model import DescriptorError, ModelDescriptor
+
+CATALOG_VERSION = 1
+
+
+def parse_catalog(raw: object, where: str) -> list[ModelDescriptor]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+        raise ValueError(f"{where}: a catalog is a mapping with a 'models' list")
+    version = raw.get("version", CATALOG_VERSION)
+    if version != CATALOG_VERSION:
+        raise ValueError(f"{where}: field 'version' must be {CATALOG_VERSION}, got {version!r}")
+    out: list[ModelDescriptor] = []
+    ids: set[str] = set()
+    for n, entry in enumerate(raw["models"]):
+        name = entry.get("id", f"#{n}") if isinstance(entry, dict) else f"#{n}"
+        try:
+            desc = ModelDescriptor.from_dict(entry)
+        except DescriptorError as exc:
+            raise DescriptorError(exc.field, f"{where}: models[{n}] ({name}): {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"{where}: models[{n}] ({name}): {exc}") from None
+        if desc.id in ids:
+            raise DescriptorError("id", f"{where}: models[{n}]: duplicate id {desc.id!r}")
+        ids.add(desc.id)
+        out.append(desc)
+    return out
+
+
+def load_catalog(path: str | Path) -> list[ModelDescriptor]:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"catalog not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    return parse_catalog(raw, str(path))
+
+
+def save_catalog(models: Iterable[ModelDescriptor], path: str | Path, *, with_probe_results: bool = True) -> None:
+    entries = []
+    for desc in models:
+        d = desc.to_dict()
+        if not with_probe_results:
+            d.pop("probe_results", None)
+        entries.append(d)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump({"version": CATALOG_VERSION, "models": entries}, sort_keys=False), encoding="utf-8")

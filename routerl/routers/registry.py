@@ -1,0 +1,60 @@
+"""A registry of routers by name, so the CLI, ``routerl eval`` and the server build them alike.
+
+    @register_router("cheapest")
+    def _build(resources: RouterResources, **options) -> Router: ...
+
+    router = build_router("knn-probe", resources)
+
+``RouterResources`` carries what a router may be built from: the outcome table (only its
+train/val rows may be used for fitting, and only seen models' rows; the oracle alone reads test
+outcomes), the splits, and a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from routerl.data.outcomes import OutcomeTable
+from routerl.data.splits import Splits
+from routerl.routers.base import Router
+
+RouterFactory = Callable[..., Router]
+_ROUTERS: dict[str, RouterFactory] = {}
+
+
+@dataclass
+class RouterResources:
+    table: OutcomeTable | None = None
+    splits: Splits | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+
+def register_router(name: str) -> Callable[[RouterFactory], RouterFactory]:
+    def wrap(factory: RouterFactory) -> RouterFactory:
+        if name in _ROUTERS:
+            raise ValueError(f"router {name!r} registered twice")
+        _ROUTERS[name] = factory
+        return factory
+
+    return wrap
+
+
+def router_names() -> list[str]:
+    _load_builtin()
+    return sorted(_ROUTERS)
+
+
+def build_router(name: str, resources: RouterResources, **options) -> Router:
+    _load_builtin()
+    try:
+        factory = _ROUTERS[name]
+    except KeyError:
+        raise ValueError(f"unknown router {name!r}; known: {', '.join(sorted(_ROUTERS))}") from None
+    return factory(resources, **options)
+
+
+def _load_builtin() -> None:
+    """Import the modules that register the built-in routers (idempotent)."""
+    import routerl.routers.baselines  # noqa: F401
