@@ -1,0 +1,100 @@
+"""One routing episode over recorded outcomes.
+
+An episode is (query, candidate pool, cost knob, round limit). The policy acts with the grammar of
+``routerl.env.actions``; each ``<route>k</route>`` "calls" candidate k: the recorded response is
+returned inside ``<info>...</info>`` and its recorded cost is paid. ``<accept/>`` stops and accepts
+the last answer. After ``max_rounds`` calls the last routed answer is final. An invalid turn ends
+the episode (the last routed answer, if any, stays final) and is charged by the format term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from routerl.descriptors.model import ModelDescriptor
+from routerl.env.actions import INFO_CLOSE, INFO_OPEN, Action, parse_action
+from routerl.routers.base import Query
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """What the policy is given. ``pool`` holds table model indices in candidate order;
+    ``descriptors[k]`` describes ``pool[k]`` (possibly perturbed in training)."""
+
+    prompt: int
+    query: Query
+    pool: tuple[int, ...]
+    descriptors: tuple[ModelDescriptor, ...]
+    knob: float
+    max_rounds: int
+
+
+@dataclass
+class StepResult:
+    action: Action
+    info: str | None  # the <info> text returned for a route, else None
+    done: bool
+
+
+@dataclass
+class Episode:
+    """Mutable state of one episode; ``step`` consumes one policy turn."""
+
+    spec: EpisodeSpec
+    scores: tuple[float, ...]  # true score of each pool member on this prompt
+    costs: tuple[float, ...]  # true USD cost of each pool member on this prompt
+    responses: tuple[str, ...]  # recorded response text of each pool member ("" if none)
+    max_info_chars: int = 600
+    calls: list[int] = field(default_factory=list)  # candidate positions called, in order
+    actions: list[Action] = field(default_factory=list)
+    done: bool = False
+
+    # -- acting ------------------------------------------------------------------------------
+    def step(self, text: str) -> StepResult:
+        if self.done:
+            raise RuntimeError("episode is over")
+        action = parse_action(text, len(self.spec.pool))
+        if action.kind == "route" and action.index in self.calls:
+            action = Action("invalid", None, action.think, False, f"candidate {action.index + 1} was already called")
+        if action.kind == "accept" and not self.calls:
+            action = Action("invalid", None, action.think, False, "<accept/> before any <route>")
+        self.actions.append(action)
+        if action.kind == "invalid" or action.kind == "accept":
+            self.done = True
+            return StepResult(action, None, True)
+        self.calls.append(action.index)
+        self.done = len(self.calls) >= self.spec.max_rounds
+        return StepResult(action, self.info_text(action.index), self.done)
+
+    def info_text(self, k: int) -> str:
+        """``<info>`` block for candidate position ``k``: its answer (head and tail kept when long)
+        and its cost per 1k queries."""
+        text = self.responses[k] or "(no response recorded)"
+        if len(text) > self.max_info_chars:
+            head = self.max_info_chars // 3
+            tail = self.max_info_chars - head
+            text = text[:head] + " ... " + text[-tail:]
+        return f"{INFO_OPEN}[{k + 1}] answered (cost ${self.costs[k] * 1000:.3f}/1k q): {text}{INFO_CLOSE}"
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def final(self) -> int | None:
+        """Candidate position whose answer is final (the last one called), or None."""
+        return self.calls[-1] if self.calls else None
+
+    @property
+    def final_model(self) -> int | None:
+        return self.spec.pool[self.final] if self.final is not None else None
+
+    @property
+    def outcome(self) -> float:
+        return self.scores[self.final] if self.final is not None else 0.0
+
+    @property
+    def cost_usd(self) -> float:
+        return float(sum(self.costs[k] for k in self.calls))
+
+    @property
+    def well_formed(self) -> bool:
+        """Every turn followed the grammar and at least one candidate was called."""
+        return bool(self.calls) and all(a.well_formed for a in self.actions)
