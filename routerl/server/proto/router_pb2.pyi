@@ -1,0 +1,234 @@
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_QUALITY: _ClassVar[Mode]
+    MODE_BALANCED: _ClassVar[Mode]
+    MODE_COST: _ClassVar[Mode]
+
+class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_UNSPECIFIED: _ClassVar[Action]
+    ACTION_ROUTE: _ClassVar[Action]
+    ACTION_ACCEPT: _ClassVar[Action]
+MODE_UNSPECIFIED: Mode
+MODE_QUALITY: Mode
+MODE_BALANCED: Mode
+MODE_COST: Mode
+ACTION_UNSPECIFIED: Action
+ACTION_ROUTE: Action
+ACTION_ACCEPT: Action
+
+class Endpoint(_message.Message):
+    __slots__ = ("base_url", "model_name", "api_key_env")
+    BASE_URL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    API_KEY_ENV_FIELD_NUMBER: _ClassVar[int]
+    base_url: str
+    model_name: str
+    api_key_env: str
+    def __init__(self, base_url: _Optional[str] = ..., model_name: _Optional[str] = ..., api_key_env: _Optional[str] = ...) -> None: ...
+
+class ModelDescriptor(_message.Message):
+    __slots__ = ("id", "input_price_per_mtok", "output_price_per_mtok", "latency_ms", "context_window", "sample_scores", "sample_counts", "probe_results", "mean_output_tokens", "description", "tags", "endpoint")
+    class SampleScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class SampleCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class ProbeResultsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    input_price_per_mtok: float
+    output_price_per_mtok: float
+    latency_ms: float
+    context_window: int
+    sample_scores: _containers.ScalarMap[str, float]
+    sample_counts: _containers.ScalarMap[str, int]
+    probe_results: _containers.ScalarMap[str, float]
+    mean_output_tokens: float
+    description: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    endpoint: Endpoint
+    def __init__(self, id: _Optional[str] = ..., input_price_per_mtok: _Optional[float] = ..., output_price_per_mtok: _Optional[float] = ..., latency_ms: _Optional[float] = ..., context_window: _Optional[int] = ..., sample_scores: _Optional[_Mapping[str, float]] = ..., sample_counts: _Optional[_Mapping[str, int]] = ..., probe_results: _Optional[_Mapping[str, float]] = ..., mean_output_tokens: _Optional[float] = ..., description: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., endpoint: _Optional[_Union[Endpoint, _Mapping]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_input_price_per_mtok", "max_output_price_per_mtok", "max_est_cost_usd", "min_context_window")
+    MAX_INPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_PRICE_PER_MTOK_FIELD_NUMBER: _ClassVar[int]
+    MAX_EST_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONTEXT_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    max_input_price_per_mtok: float
+    max_output_price_per_mtok: float
+    max_est_cost_usd: float
+    min_context_window: int
+    def __init__(self, max_input_price_per_mtok: _Optional[float] = ..., max_output_price_per_mtok: _Optional[float] = ..., max_est_cost_usd: _Optional[float] = ..., min_context_window: _Optional[int] = ...) -> None: ...
+
+class Attempt(_message.Message):
+    __slots__ = ("model_id", "response", "cost_usd")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    response: str
+    cost_usd: float
+    def __init__(self, model_id: _Optional[str] = ..., response: _Optional[str] = ..., cost_usd: _Optional[float] = ...) -> None: ...
+
+class RouteRequest(_message.Message):
+    __slots__ = ("query", "knob", "mode", "allow", "deny", "limits", "think_budget", "attempts", "domain", "prompt_tokens", "request_id")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    THINK_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    knob: float
+    mode: Mode
+    allow: _containers.RepeatedScalarFieldContainer[str]
+    deny: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    think_budget: int
+    attempts: _containers.RepeatedCompositeFieldContainer[Attempt]
+    domain: str
+    prompt_tokens: int
+    request_id: str
+    def __init__(self, query: _Optional[str] = ..., knob: _Optional[float] = ..., mode: _Optional[_Union[Mode, str]] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., think_budget: _Optional[int] = ..., attempts: _Optional[_Iterable[_Union[Attempt, _Mapping]]] = ..., domain: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RankedModel(_message.Message):
+    __slots__ = ("model_id", "probability")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    probability: float
+    def __init__(self, model_id: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("model_id", "action", "ranking", "think", "est_cost_usd", "router", "request_id", "registry_version", "knob")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    THINK_FIELD_NUMBER: _ClassVar[int]
+    EST_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    action: Action
+    ranking: _containers.RepeatedCompositeFieldContainer[RankedModel]
+    think: str
+    est_cost_usd: float
+    router: str
+    request_id: str
+    registry_version: int
+    knob: float
+    def __init__(self, model_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., ranking: _Optional[_Iterable[_Union[RankedModel, _Mapping]]] = ..., think: _Optional[str] = ..., est_cost_usd: _Optional[float] = ..., router: _Optional[str] = ..., request_id: _Optional[str] = ..., registry_version: _Optional[int] = ..., knob: _Optional[float] = ...) -> None: ...
+
+class RegisterModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ModelDescriptor
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ...) -> None: ...
+
+class RegisterModelResponse(_message.Message):
+    __slots__ = ("model", "registry_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: ModelDescriptor
+    registry_version: int
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+
+class UpdateModelRequest(_message.Message):
+    __slots__ = ("model", "update_mask")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    model: ModelDescriptor
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateModelResponse(_message.Message):
+    __slots__ = ("model", "registry_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: ModelDescriptor
+    registry_version: int
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+
+class RemoveModelRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RemoveModelResponse(_message.Message):
+    __slots__ = ("registry_version",)
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    registry_version: int
+    def __init__(self, registry_version: _Optional[int] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetModelResponse(_message.Message):
+    __slots__ = ("model", "registry_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: ModelDescriptor
+    registry_version: int
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "registry_version")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelDescriptor]
+    registry_version: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelDescriptor, _Mapping]]] = ..., registry_version: _Optional[int] = ...) -> None: ...
