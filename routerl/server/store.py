@@ -1,0 +1,279 @@
+"""The persistent model registry: model descriptors in SQLite.
+
+* One row per model (``id``, the descriptor as JSON, a registration sequence number), plus a
+  ``meta`` table holding the schema version and the registry ``version`` counter.
+* A new database is seeded from a catalog YAML in the same transaction that creates the schema, so
+  a failed seed leaves no half-made registry, and a database that exists is never re-seeded (a
+  model removed at run time stays removed across restarts).
+* Every write runs in one ``BEGIN IMMEDIATE`` transaction that also bumps ``version``, and is
+  committed (WAL, ``synchronous=FULL``) before the method returns: once ``add`` returns, the model
+  survives a crash of the process or a power loss.
+* Readers get an immutable ``Snapshot``; it is rebuilt after each write and, when another
+  process wrote to the same file (``PRAGMA data_version`` changed), on the next read.
+
+Errors: ``ModelExistsError`` (an id registered twice), ``ModelNotFoundError`` (an unknown id),
+``DescriptorError`` (an invalid descriptor, naming the field), ``StoreError`` (an unusable file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Union
+
+from routerl.descriptors.model import DescriptorError, ModelDescriptor
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE models (
+    id          TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    descriptor  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX models_seq ON models (seq);
+"""
+
+
+class StoreError(RuntimeError):
+    """The registry file cannot be used (not a routerl registry, newer schema, I/O error)."""
+
+
+class ModelExistsError(KeyError):
+    """A model with this id is already registered."""
+
+    def __init__(self, model_id: str):
+        super().__init__(f"model {model_id!r} is already registered")
+        self.model_id = model_id
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class ModelNotFoundError(KeyError):
+    """No model with this id is registered."""
+
+    def __init__(self, model_id: str):
+        super().__init__(f"model {model_id!r} is not registered")
+        self.model_id = model_id
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The registry at one version: models in registration order, and by id."""
+
+    version: int
+    models: tuple[ModelDescriptor, ...]
+    by_id: dict[str, ModelDescriptor] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {m.id: m for m in self.models})
+
+    def get(self, model_id: str) -> ModelDescriptor | None:
+        return self.by_id.get(model_id)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+CatalogSource = Union[Iterable[ModelDescriptor], Callable[[], Iterable[ModelDescriptor]]]
+
+
+def _encode(desc: ModelDescriptor) -> str:
+    return json.dumps(desc.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class ModelStore:
+    """The model registry in a SQLite file (``":memory:"`` for a throwaway one).
+
+    ``catalog``: the models to seed a *new* database with, or a function returning them (called
+    only when the database is new, so an existing registry never needs its catalog file). It is
+    ignored when the file already holds a registry. Thread-safe: one connection, guarded by a lock.
+    """
+
+    def __init__(self, path: str | Path, catalog: CatalogSource | None = None):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the model registry ({exc})") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and self.path != ":memory:":
+                log.warning("%s: SQLite refused WAL mode (journal_mode=%s); writes stay durable but slower", self.path, mode)
+            self._db.execute("PRAGMA synchronous = FULL")
+            self.seeded = self._init_schema(catalog)
+            self._data_version = -1
+            self._snapshot = Snapshot(0, ())
+            self._reload()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: cannot open the model registry ({exc})") from None
+            raise
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _init_schema(self, catalog: CatalogSource | None) -> bool:
+        """Create the schema (and seed it) when the file is new; return whether it was seeded."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "meta" in tables:
+                    self._db.execute("ROLLBACK")
+                    self._check_schema()
+                    return False
+                if tables:
+                    raise StoreError(f"{self.path}: not a routerl model registry (it holds tables {sorted(tables)})")
+                if callable(catalog):
+                    catalog = catalog()
+                catalog = list(catalog or ())
+                # Statement by statement: executescript() would commit the open transaction.
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(statement)
+                now = time.time()
+                self._db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("version", "0"), ("created_at", repr(now))],
+                )
+                seeded = bool(catalog)
+                for seq, desc in enumerate(catalog or (), start=1):
+                    self._db.execute(
+                        "INSERT INTO models (id, seq, descriptor, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                        (desc.id, seq, _encode(desc), now, now),
+                    )
+                if seeded:
+                    self._db.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
+                self._db.execute("COMMIT")
+                if seeded:
+                    log.info("%s: new model registry seeded with %d models", self.path, len(catalog or ()))
+                return seeded
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _check_schema(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: not a routerl model registry (no schema_version)")
+        if int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: registry schema {row[0]} is newer than this routerl ({SCHEMA_VERSION})")
+
+    # -- reads ---------------------------------------------------------------------------------
+    def _reload(self) -> None:
+        """Rebuild the snapshot from the file (called with the lock held or during __init__)."""
+        rows = self._db.execute("SELECT id, descriptor FROM models ORDER BY seq").fetchall()
+        version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+        models = []
+        for model_id, blob in rows:
+            try:
+                models.append(ModelDescriptor.from_dict(json.loads(blob)))
+            except (DescriptorError, ValueError, TypeError) as exc:
+                # Kept in the file (nothing stored is deleted), but not served.
+                log.error("%s: stored model %r is not valid and is not served: %s", self.path, model_id, exc)
+        self._snapshot = Snapshot(version, tuple(models))
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def snapshot(self) -> Snapshot:
+        """The current registry (reloaded first when another connection changed the file)."""
+        with self._lock:
+            if self._db.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+                self._reload()
+            return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return self.snapshot().version
+
+    def get(self, model_id: str) -> ModelDescriptor:
+        desc = self.snapshot().get(model_id)
+        if desc is None:
+            raise ModelNotFoundError(model_id)
+        return desc
+
+    def list(self) -> list[ModelDescriptor]:
+        return list(self.snapshot().models)
+
+    # -- writes --------------------------------------------------------------------------------
+    def _write(self, fn) -> int:
+        """Run ``fn(now)`` in one immediate transaction that bumps and returns the version."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                fn(time.time())
+                self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._reload()
+            return self._snapshot.version
+
+    def add(self, desc: ModelDescriptor) -> int:
+        """Register a new model; ``ModelExistsError`` when its id is taken. Returns the new version."""
+        desc.validate()
+        blob = _encode(desc)
+
+        def insert(now: float) -> None:
+            if self._db.execute("SELECT 1 FROM models WHERE id = ?", (desc.id,)).fetchone():
+                raise ModelExistsError(desc.id)
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM models").fetchone()[0]
+            self._db.execute(
+                "INSERT INTO models (id, seq, descriptor, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (desc.id, seq, blob, now, now),
+            )
+
+        return self._write(insert)
+
+    def update(self, desc: ModelDescriptor) -> int:
+        """Replace a registered model's descriptor (keeping its place); ``ModelNotFoundError``."""
+        desc.validate()
+        blob = _encode(desc)
+
+        def replace(now: float) -> None:
+            cur = self._db.execute("UPDATE models SET descriptor = ?, updated_at = ? WHERE id = ?", (blob, now, desc.id))
+            if cur.rowcount == 0:
+                raise ModelNotFoundError(desc.id)
+
+        return self._write(replace)
+
+    def remove(self, model_id: str) -> int:
+        """Remove a model; ``ModelNotFoundError`` when it is not registered."""
+
+        def delete(now: float) -> None:
+            if self._db.execute("DELETE FROM models WHERE id = ?", (model_id,)).rowcount == 0:
+                raise ModelNotFoundError(model_id)
+
+        return self._write(delete)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "ModelStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
