@@ -1,0 +1,59 @@
+"""Shared pieces of the CLI commands that call a running server (``route``, ``models``).
+
+``add_client_args`` adds ``--target``/``--timeout``/``--json``; ``connect(args)`` opens a
+``RouterClient`` whose failures surface as ``CliError`` (``routerl: error: NOT_FOUND: ...``,
+exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from routerl.cli import CliError
+
+TARGET_ENV = "ROUTERL_TARGET"
+
+
+def add_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_ENV, "localhost:50051"),
+        help=f"server address host:port (default ${TARGET_ENV} or localhost:50051)",
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+@contextmanager
+def connect(args: argparse.Namespace) -> Iterator["RouterClient"]:  # noqa: F821
+    """A client for ``args.target``; a failed call becomes a ``CliError`` naming the status."""
+    from routerl.client import RouterClient, RouterClientError
+
+    try:
+        client = RouterClient(args.target, timeout=args.timeout)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield client
+    except RouterClientError as exc:
+        where = f" (field {exc.field})" if exc.field and exc.field not in exc.details else ""
+        raise CliError(f"{exc.code.name}: {exc.details}{where} [{args.target}]") from None
+    finally:
+        client.close()
+
+
+def key_values(pairs: list[str] | None, name: str, convert=str) -> dict:
+    """Parse repeated ``KEY=VALUE`` flags; a malformed one is a ``CliError`` naming the flag."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"{name} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = convert(value)
+        except ValueError:
+            raise CliError(f"{name} {key}: not a valid {convert.__name__}: {value!r}") from None
+    return out

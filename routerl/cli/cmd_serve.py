@@ -1,0 +1,59 @@
+"""``routerl serve``: run the gRPC router service (see ``routerl.server``).
+
+    routerl serve --port 50051 --db routerl.db --catalog configs/catalog/default.yaml
+    routerl serve --config serve.yaml --router knn-probe --data ../shared/data/zeroeval.jsonl.gz
+    routerl serve --checkpoint runs/policy/best          # the trained policy
+
+Prints ``listening on HOST:PORT`` once it accepts calls; SIGTERM/SIGINT drain and stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from routerl.cli.client_args import key_values
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the gRPC router service", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of server settings (flags override it)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, help="port (default 50051; 0 = any free port, printed)")
+    p.add_argument("--workers", type=int, help="RPC worker threads (default 8)")
+    p.add_argument("--max-receive-bytes", type=int, help="largest request message (default 4 MiB)")
+    p.add_argument("--max-send-bytes", type=int, help="largest response message (default 4 MiB)")
+    p.add_argument("--db", help="SQLite registry file (default routerl.db; created and seeded when new)")
+    p.add_argument("--catalog", help="catalog YAML that seeds a new registry (default configs/catalog/default.yaml)")
+    p.add_argument("--router", help="router name from the registry (default descriptor-score)")
+    p.add_argument("--router-opt", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
+    p.add_argument("--checkpoint", help="serve the trained policy from this checkpoint")
+    p.add_argument("--data", help="outcome table for routers that read one")
+    p.add_argument("--splits", help="splits.json for routers that read one")
+    p.add_argument("--grace", type=float, dest="grace_s", help="seconds in-flight calls get at shutdown (default 10)")
+    p.add_argument("--max-query-chars", type=int, help="longest query accepted (default 100000)")
+    p.add_argument("--max-think-budget", type=int, help="largest think budget accepted (default 4096)")
+    p.add_argument("--default-mode", choices=["quality", "balanced", "cost"], help="mode of requests naming none")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from routerl.server.app import serve
+    from routerl.server.config import ServerConfig
+    from routerl.server.store import StoreError
+
+    config = ServerConfig.from_file(args.config) if args.config else ServerConfig()
+    overrides = {
+        name: getattr(args, name)
+        for name in ("host", "port", "workers", "max_receive_bytes", "max_send_bytes", "db", "catalog", "router",
+                     "checkpoint", "data", "splits", "grace_s", "max_query_chars", "max_think_budget", "default_mode")
+    }
+    if args.router_opt:
+        overrides["router_options"] = {**config.router_options, **key_values(args.router_opt, "--router-opt")}
+    config = config.with_overrides(overrides)
+    try:
+        return serve(config)
+    except (StoreError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(str(exc)) from None
