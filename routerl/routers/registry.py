@@ -7,7 +7,8 @@
 
 ``RouterResources`` carries what a router may be built from: the outcome table (only its
 train/val rows may be used for fitting, and only seen models' rows; the oracle alone reads test
-outcomes), the splits, and a seed.
+outcomes), the splits, a seed, the cache directory and the sentence embedder's name
+(``minilm`` or ``hash``, see ``routerl.data.embeddings``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class RouterResources:
     splits: Splits | None = None
     seed: int = 0
     cache_dir: str | None = None
+    embedder: str = "minilm"
 
 
 def register_router(name: str) -> Callable[[RouterFactory], RouterFactory]:

@@ -1,0 +1,111 @@
+"""Registers the baseline routers and the learned router by name.
+
+==============  ==========================================================  =================
+name            what                                                        options
+==============  ==========================================================  =================
+random          a uniformly random candidate, fixed per prompt              ``seed``
+cheapest        the lowest estimated cost                                   -
+best-single     the best model by train accuracy (fallback: next in rank)   -
+oracle          true score - knob x true cost (reads test outcomes)         -
+knn-probe       mean probe result on the k nearest probe prompts            ``k`` (10)
+cluster-probe   mean probe result in the query's k-means cluster            ``n_clusters`` (20)
+learned         gradient-boosted score from descriptor evidence             see ``learned``
+==============  ==========================================================  =================
+
+Options arrive as keyword arguments (strings from the command line are converted here). Routers
+that embed text use ``resources.embedder`` with the cache under ``resources.cache_dir``.
+"""
+
+from __future__ import annotations
+
+from routerl.data.embeddings import get_embedder
+from routerl.routers.base import Router
+from routerl.routers.best_single import BestSingleRouter
+from routerl.routers.cheapest import CheapestRouter
+from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ClusterProbeRouter
+from routerl.routers.knn_probe import DEFAULT_K, KnnProbeRouter
+from routerl.routers.learned import fit_learned_router
+from routerl.routers.oracle import OracleRouter
+from routerl.routers.probe_index import ProbeIndex
+from routerl.routers.random_router import RandomRouter
+from routerl.routers.registry import RouterResources, register_router
+
+
+def _no_options(name: str, options: dict) -> None:
+    if options:
+        raise ValueError(f"router {name!r} takes no options, got {', '.join(sorted(options))}")
+
+
+def _take(options: dict, name: str, key: str, kind, default):
+    """Pop option ``key`` converted with ``kind`` (a clear error naming the option if it fails)."""
+    if key not in options:
+        return default
+    raw = options.pop(key)
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"router {name!r}: option '{key}' must be {kind.__name__}, got {raw!r}") from None
+
+
+def _probe_index(resources: RouterResources, name: str):
+    if resources.table is None:
+        raise ValueError(f"router {name!r} needs an outcome table with probe prompts")
+    embedder = get_embedder(resources.embedder, resources.cache_dir)
+    return ProbeIndex.from_table(resources.table, embedder), embedder
+
+
+@register_router("random")
+def _random(resources: RouterResources, **options) -> Router:
+    seed = _take(options, "random", "seed", int, resources.seed)
+    _no_options("random", options)
+    return RandomRouter(seed)
+
+
+@register_router("cheapest")
+def _cheapest(resources: RouterResources, **options) -> Router:
+    _no_options("cheapest", options)
+    return CheapestRouter()
+
+
+@register_router("best-single")
+def _best_single(resources: RouterResources, **options) -> Router:
+    _no_options("best-single", options)
+    return BestSingleRouter.from_table(resources.table, resources.splits)
+
+
+@register_router("oracle")
+def _oracle(resources: RouterResources, **options) -> Router:
+    _no_options("oracle", options)
+    return OracleRouter(resources.table)
+
+
+@register_router("knn-probe")
+def _knn(resources: RouterResources, **options) -> Router:
+    k = _take(options, "knn-probe", "k", int, DEFAULT_K)
+    _no_options("knn-probe", options)
+    index, embedder = _probe_index(resources, "knn-probe")
+    return KnnProbeRouter(index, embedder, k=k)
+
+
+@register_router("cluster-probe")
+def _cluster(resources: RouterResources, **options) -> Router:
+    n_clusters = _take(options, "cluster-probe", "n_clusters", int, DEFAULT_CLUSTERS)
+    _no_options("cluster-probe", options)
+    index, embedder = _probe_index(resources, "cluster-probe")
+    return ClusterProbeRouter(index, embedder, n_clusters=n_clusters, seed=resources.seed)
+
+
+@register_router("learned")
+def _learned(resources: RouterResources, **options) -> Router:
+    kwargs = {
+        "k": _take(options, "learned", "k", int, DEFAULT_K),
+        "k_wide": _take(options, "learned", "k_wide", int, 50),
+        "n_clusters": _take(options, "learned", "n_clusters", int, DEFAULT_CLUSTERS),
+        "max_iter": _take(options, "learned", "max_iter", int, 300),
+        "learning_rate": _take(options, "learned", "learning_rate", float, 0.05),
+    }
+    _no_options("learned", options)
+    if resources.table is None:
+        raise ValueError("router 'learned' needs an outcome table to fit on")
+    embedder = get_embedder(resources.embedder, resources.cache_dir)
+    return fit_learned_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)

@@ -1,0 +1,150 @@
+"""``learned``: a gradient-boosted predictor of a candidate's score from descriptor evidence.
+
+Features per (query, candidate) are ``learned_features.FEATURE_NAMES`` (kNN and cluster estimates
+from probe results, domain/overall sample scores, log prices and estimated cost, ...): the same
+evidence the policy reads, so the predictor applies to unseen models through their descriptors.
+
+Fitting reads only *seen* models' rows: targets are their scores on the table's train prompts;
+their val prompts choose the number of boosting iterations (lowest val squared error). Unseen
+models' rows and all test rows are never read. Descriptors used for the features are built from
+probe rows, as at evaluation time.
+
+Defaults (``k=10``, ``k_wide=50``, ``n_clusters=20``, ``max_iter=300``, ``learning_rate=0.05``)
+were set on val.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import ThreadpoolController
+
+from routerl.data.outcomes import OutcomeTable
+from routerl.data.splits import Splits
+from routerl.descriptors.build import build_descriptors
+from routerl.descriptors.model import ModelDescriptor
+from routerl.routers.base import Query
+from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
+from routerl.routers.knn_probe import DEFAULT_K
+from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
+from routerl.routers.probe_index import ProbeIndex
+from routerl.routers.probe_router import ProbeRouter
+from routerl.routers.recorded import query_tokens
+
+log = logging.getLogger(__name__)
+_THREADPOOLS: ThreadpoolController | None = None
+
+
+def _single_thread():
+    """A context running OpenMP on one thread: predicting a handful of rows is several times
+    faster so (and far faster when the cores are busy) than with a parallel region per tree."""
+    global _THREADPOOLS
+    if _THREADPOOLS is None:
+        _THREADPOOLS = ThreadpoolController()
+    return _THREADPOOLS.limit(limits=1, user_api="openmp")
+
+
+def seen_model_pairs(
+    table: OutcomeTable,
+    splits: Splits | None,
+    split: str,
+    descriptors: dict[str, ModelDescriptor],
+    features: PairFeatures,
+    embedder,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and targets of every (prompt in ``split``, seen model with a row) pair.
+
+    Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores. Only models in
+    ``descriptors`` are read, and each must be a seen model (else ValueError).
+    """
+    seen = table.seen_mask(splits)
+    prompts = table.prompts_in(split)
+    empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0))
+    if prompts.size == 0:
+        return empty
+    emb = embedder.embed([table.prompt_text[i] for i in prompts])
+    tokens = query_tokens(table, prompts)
+    domains = [table.domain[i] for i in prompts]
+    xs, ys = [], []
+    for model, desc in descriptors.items():
+        j = table.model_index(model)
+        if not seen[j]:
+            raise ValueError(f"model {model!r} is not a seen model: its rows may not be used for fitting")
+        have = table.available[prompts, j]
+        if not have.any():
+            continue
+        idx = np.flatnonzero(have)
+        xs.append(features.build(emb[idx], [domains[n] for n in idx], tokens[idx], [desc])[:, 0, :])
+        ys.append(table.score[prompts[idx], j].astype(np.float64))
+    if not xs:
+        return empty
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+class LearnedRouter(ProbeRouter):
+    """Score = a fitted regressor over ``PairFeatures`` of (query, candidate)."""
+
+    name = "learned"
+
+    def __init__(self, index: ProbeIndex, embedder, features: PairFeatures, model, info: dict | None = None):
+        super().__init__(index, embedder)
+        self.features = features
+        self.model = model
+        self.info = dict(info or {})
+
+    def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
+        x = self.features.build(
+            self.query_embedding(query)[None, :], [query.domain], np.array([query.tokens]), candidates
+        )[0]
+        with _single_thread():
+            return np.clip(self.model.predict(x), 0.0, 1.0)
+
+
+def fit_learned_router(
+    table: OutcomeTable,
+    splits: Splits | None,
+    embedder,
+    *,
+    k: int = DEFAULT_K,
+    k_wide: int = 50,
+    n_clusters: int = DEFAULT_CLUSTERS,
+    max_iter: int = 300,
+    learning_rate: float = 0.05,
+    seed: int = 0,
+) -> LearnedRouter:
+    """Fit on seen models' train rows; pick the iteration count on their val rows."""
+    if table is None:
+        raise ValueError("the learned router needs an outcome table to fit on")
+    index = ProbeIndex.from_table(table, embedder)
+    features = PairFeatures(index, ProbeClusters(index, n_clusters, seed), k=k, k_wide=k_wide)
+    seen_models = [m for j, m in enumerate(table.models) if table.seen_mask(splits)[j] and table.priced[j]]
+    descriptors = build_descriptors(table, seen_models)
+    x_tr, y_tr = seen_model_pairs(table, splits, "train", descriptors, features, embedder)
+    x_va, y_va = seen_model_pairs(table, splits, "val", descriptors, features, embedder)
+    if len(y_tr) < 10:
+        raise ValueError(f"{table.name}: too few seen-model train rows to fit the learned router ({len(y_tr)})")
+
+    def regressor(iterations: int) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            max_iter=iterations,
+            learning_rate=learning_rate,
+            max_leaf_nodes=31,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        )
+
+    model = regressor(int(max_iter)).fit(x_tr, y_tr)
+    info = {"train_rows": int(len(y_tr)), "val_rows": int(len(y_va)), "iterations": int(max_iter)}
+    if len(y_va):
+        mse = [float(np.mean((np.clip(p, 0, 1) - y_va) ** 2)) for p in model.staged_predict(x_va)]
+        best = int(np.argmin(mse)) + 1
+        info.update(iterations=best, val_mse=round(mse[best - 1], 5), val_mse_base=round(float(np.var(y_va)), 5))
+        if best < int(max_iter):
+            model = regressor(best).fit(x_tr, y_tr)
+    log.info("learned router on %s: %s", table.name, info)
+    return LearnedRouter(index, embedder, features, model, info)
