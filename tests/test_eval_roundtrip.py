@@ -1,0 +1,132 @@
+"""``routerl eval`` end to end on the synthetic world: decision file -> metrics round trip, the
+multi-round runner, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from routerl.cli import main
+from routerl.data.synthetic import SyntheticWorld
+from routerl.descriptors import build_descriptors
+from routerl.eval.decisions import FIELDS, read_decisions
+from routerl.eval.metrics import compute_metrics
+from routerl.eval.runner import run_router
+from routerl.routers.base import Decision, Router
+
+from tests.conftest import shared_file
+
+ROUTERS = "random,cheapest,best-single,oracle,knn-probe:k=5,cluster-probe:n_clusters=8"
+KNOBS = "0,0.05,0.3,3"
+LIMIT = 40
+
+
+@pytest.fixture(scope="module")
+def eval_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    rc = main(["eval", "--out", str(out), "--router", ROUTERS, "--knobs", KNOBS, "--limit", str(LIMIT),
+               "--embedder", "hash", "--shuffle-control"])
+    assert rc == 0
+    return out
+
+
+def test_eval_writes_decisions_metrics_and_curves(eval_run):
+    for name in ("decisions.jsonl", "decisions_shuffled.jsonl", "metrics.json", "curves.png"):
+        assert (eval_run / name).stat().st_size > 0
+    rows = read_decisions(eval_run / "decisions.jsonl")
+    n_routers, n_pools, n_knobs = len(ROUTERS.split(",")), 2, len(KNOBS.split(","))
+    assert len(rows) == n_routers * n_pools * n_knobs * LIMIT
+    first = json.loads((eval_run / "decisions.jsonl").read_text().splitlines()[0])
+    assert list(first) == list(FIELDS)
+    assert {r["router"] for r in rows} == set(ROUTERS.split(","))
+    shuffled = read_decisions(eval_run / "decisions_shuffled.jsonl")
+    assert {r["pool"] for r in shuffled} == {"full"}
+
+
+def test_metrics_recompute_from_the_decision_file_alone(eval_run):
+    table, splits, _ = SyntheticWorld().build()
+    rows = read_decisions(eval_run / "decisions.jsonl")
+    shuffled = read_decisions(eval_run / "decisions_shuffled.jsonl")
+    again = compute_metrics(rows, {table.name: table}, splits, shuffled)
+    written = json.loads((eval_run / "metrics.json").read_text())
+    assert again["datasets"] == written["datasets"]
+    full = written["datasets"]["synthetic"]["pools"]["full"]["routers"]
+    assert "unseen_capture_shuffled" in full["knn-probe:k=5"]
+    # Price-only routers do not read evidence: the shuffle changes nothing for them.
+    assert full["cheapest"]["unseen_capture_shuffled"] == full["cheapest"]["unseen_capture"]
+
+
+def test_from_decisions_reproduces_the_metrics(eval_run, tmp_path, capsys):
+    assert main(["eval", "--out", str(tmp_path), "--from-decisions", str(eval_run)]) == 0
+    a = json.loads((eval_run / "metrics.json").read_text())["datasets"]
+    b = json.loads((tmp_path / "metrics.json").read_text())["datasets"]
+    assert a == b
+    assert "| oracle |" in capsys.readouterr().out
+
+
+class _TwoStep(Router):
+    """Calls the cheapest candidate, then (at knob 0) the dearest, then accepts."""
+
+    name = "two-step"
+    max_rounds = 3
+
+    def decide(self, query, candidates, knob, attempts=()):
+        by_cost = sorted(candidates, key=lambda c: c.estimate_cost_usd(query.tokens))
+        if not attempts:
+            return Decision("route", by_cost[0].id)
+        if len(attempts) == 1 and knob == 0.0:
+            assert attempts[0].response  # the recorded answer is passed back
+            return Decision("route", by_cost[-1].id)
+        return Decision("accept", attempts[-1].model_id)
+
+
+def test_multi_round_runner_records_every_call(synthetic_world):
+    table, splits, _ = synthetic_world
+    prompts = table.prompts_in("test")[:10]
+    rows = list(run_router(_TwoStep(), "two-step", table, splits, prompts, build_descriptors(table), ["seen"], [0.0, 1.0]))
+    assert len(rows) == 20
+    for row in rows:
+        assert row["models"][-1] == row["final"]
+        assert len(row["models"]) == (2 if row["knob"] == 0.0 else 1)
+    m = compute_metrics(rows, {table.name: table}, splits)["datasets"][table.name]["pools"]["seen"]["routers"]["two-step"]
+    i = [table.prompt_index(r["prompt_id"]) for r in rows if r["knob"] == 0.0]
+    j = [[table.model_index(x) for x in r["models"]] for r in rows if r["knob"] == 0.0]
+    expected = np.mean([sum(table.cost[p, k] for k in ks) for p, ks in zip(i, j)]) * 1000
+    assert m["points"][0]["usd_per_1k"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--router", "no-such-router"], "unknown router 'no-such-router'"),
+        (["--router", "random", "--knobs", "0,abc"], "--knobs"),
+        (["--router", "random", "--knobs", "-1"], "--knobs"),
+        (["--router", "random", "--pools", "seen,everything"], "--pools"),
+        (["--router", "random", "--limit", "0"], "--limit"),
+        (["--router", "random", "--splits", "splits.json"], "--splits needs --data"),
+        (["--router", "./no/such/checkpoint.pt"], "checkpoint"),
+        (["--router", "knn-probe:k"], "key=value"),
+        (["--router", "random", "--data", "/no/such/table.jsonl.gz"], "not found"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_error(tmp_path, capsys, argv, message):
+    rc = main(["eval", "--out", str(tmp_path / "o"), "--embedder", "hash", "--limit", "5"] + argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("routerl: error:") and message in err
+
+
+@pytest.mark.shared_data
+def test_eval_on_a_slice_of_zeroeval(tmp_path):
+    data, splits = shared_file("zeroeval.jsonl.gz"), shared_file("splits.json")
+    rc = main(["eval", "--data", str(data), "--splits", str(splits), "--router", "best-single,oracle,cheapest",
+               "--knobs", "0,1", "--limit", "25", "--embedder", "hash", "--out", str(tmp_path)])
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())["datasets"]["zeroeval"]
+    assert m["pools"]["seen"]["best_single"]["model"] == "o1-mini-2024-09-12"
+    assert m["most_expensive_single"] == "claude-3-opus-20240229"
+    for pool in ("seen", "full"):
+        routers = m["pools"][pool]["routers"]
+        assert routers["oracle"]["aiq"] >= max(r["aiq"] for r in routers.values())
