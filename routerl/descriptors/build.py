@@ -12,10 +12,45 @@ Only probe rows and prices are read, for seen and unseen models alike (the proto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterable
+
 import numpy as np
 
 from routerl.data.outcomes import OutcomeTable
 from routerl.descriptors.model import ModelDescriptor
+
+
+@dataclass(frozen=True)
+class ProbeEvidence:
+    """A model's evidence from its probe results: the descriptor fields that come from probing."""
+
+    sample_scores: dict[str, float]
+    sample_counts: dict[str, int]
+    probe_results: dict[str, float]
+    mean_output_tokens: float
+
+
+def probe_evidence(outcomes: Iterable[tuple[str, str, float, float]]) -> ProbeEvidence:
+    """Evidence from ``(prompt_id, domain, score, response_tokens)`` tuples, one per answered probe
+    prompt (``response_tokens`` may be NaN when unknown). The one computation behind both the
+    offline descriptors (``build_descriptor``) and live probing (``routerl.live.probe``)."""
+    scores: dict[str, list[float]] = {}
+    results: dict[str, float] = {}
+    tokens: list[float] = []
+    for prompt_id, domain, score, response_tokens in outcomes:
+        s = float(score)
+        scores.setdefault(domain, []).append(s)
+        results[prompt_id] = s
+        tokens.append(response_tokens)
+    out_tokens = np.asarray(tokens, dtype=np.float32)
+    out_tokens = out_tokens[np.isfinite(out_tokens)]
+    return ProbeEvidence(
+        sample_scores={d: round(float(np.mean(v)), 4) for d, v in sorted(scores.items())},
+        sample_counts={d: len(v) for d, v in sorted(scores.items())},
+        probe_results=results,
+        mean_output_tokens=round(float(out_tokens.mean()), 1) if out_tokens.size else 0.0,
+    )
 
 
 def build_descriptor(table: OutcomeTable, model: str, probe_prompts: np.ndarray | None = None) -> ModelDescriptor:
@@ -25,22 +60,17 @@ def build_descriptor(table: OutcomeTable, model: str, probe_prompts: np.ndarray 
         raise ValueError(f"model {model!r} has no price in {table.source or table.name}; it cannot be described")
     probe = table.prompts_in("probe") if probe_prompts is None else np.asarray(probe_prompts)
     rows = probe[table.available[probe, j]]
-    scores: dict[str, list[float]] = {}
-    results: dict[str, float] = {}
-    for i in rows:
-        s = float(table.score[i, j])
-        scores.setdefault(table.domain[i], []).append(s)
-        results[table.prompt_ids[i]] = s
-    out_tokens = table.response_tokens[rows, j]
-    out_tokens = out_tokens[np.isfinite(out_tokens)]
+    evidence = probe_evidence(
+        (table.prompt_ids[i], table.domain[i], table.score[i, j], table.response_tokens[i, j]) for i in rows
+    )
     return ModelDescriptor(
         id=model,
         input_price_per_mtok=float(table.input_price[j]),
         output_price_per_mtok=float(table.output_price[j]),
-        sample_scores={d: round(float(np.mean(v)), 4) for d, v in sorted(scores.items())},
-        sample_counts={d: len(v) for d, v in sorted(scores.items())},
-        probe_results=results,
-        mean_output_tokens=round(float(out_tokens.mean()), 1) if out_tokens.size else 0.0,
+        sample_scores=evidence.sample_scores,
+        sample_counts=evidence.sample_counts,
+        probe_results=evidence.probe_results,
+        mean_output_tokens=evidence.mean_output_tokens,
     )
 
 
