@@ -1,0 +1,261 @@
+"""``routerl probe`` and ``routerl complete``: live models behind OpenAI-compatible endpoints.
+
+    # probe a model on probe prompts, show its descriptor, append it to a catalog
+    routerl probe --endpoint https://api.example.com/v1 --model-name small-1 --api-key-env EXAMPLE_KEY \\
+        --id small-1 --input-price 0.2 --output-price 0.8 \\
+        --probes ../shared/data/zeroeval.jsonl.gz --split probe --limit 60 \\
+        --state small-1.probe.jsonl --catalog configs/catalog/live.yaml
+
+    # answer a query: route, call, escalate or accept, fall back, within a budget
+    routerl complete "What is 17 * 23?" --catalog configs/catalog/live.yaml --max-rounds 2 --budget-usd 0.01
+
+Keys are read from the environment variables the endpoints name; they are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from contextlib import contextmanager
+
+import yaml
+
+from routerl.cli import CliError
+
+DEFAULT_ROUTER = "descriptor-score"
+
+
+def register(subparsers) -> None:
+    _register_probe(subparsers)
+    _register_complete(subparsers)
+
+
+@contextmanager
+def _quiet_http_logs(args: argparse.Namespace):
+    """One INFO line per HTTP request drowns the output: silence them (except with ``-v``)
+    while the command runs."""
+    loggers = [] if getattr(args, "verbose", False) else [logging.getLogger(n) for n in ("httpx", "httpx2", "openai")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+# -- routerl probe ----------------------------------------------------------------------------
+def _register_probe(subparsers) -> None:
+    p = subparsers.add_parser(
+        "probe", help="probe a live model and register its descriptor",
+        description="Run a probe set against an OpenAI-compatible endpoint, score the answers, "
+        "build the model's descriptor (as offline descriptors are built) and register it.",
+    )
+    p.add_argument("--endpoint", required=True, help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    p.add_argument("--model-name", required=True, help="the provider's model name")
+    p.add_argument("--api-key-env", default="", help="name of the environment variable holding the key (not the key)")
+    p.add_argument("--id", required=True, help="the model's id in the router")
+    p.add_argument("--input-price", type=float, required=True, help="USD per million input tokens")
+    p.add_argument("--output-price", type=float, required=True, help="USD per million output tokens")
+    p.add_argument("--probes", required=True, help="probe set: JSONL(.gz) rows with prompt_id, task, domain, prompt, gold_answer")
+    p.add_argument("--split", choices=["train", "probe", "val", "test"], help="keep only prompts of this split")
+    p.add_argument("--per-task", type=int, help="probe only the first N prompts of each task")
+    p.add_argument("--limit", type=int, help="probe only the first N prompts")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("--state", help="JSONL file of finished probes: a rerun skips them (resume)")
+    p.add_argument("--scorer", action="append", metavar="TASK=SCORER", help="override a task's scorer (numeric, choice, exact)")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds (default 60)")
+    p.add_argument("--retries", type=int, default=3, help="tries per request on 429/5xx (default 3)")
+    p.add_argument("--backoff", type=float, default=0.5, help="first retry wait in seconds, doubled per retry (default 0.5)")
+    p.add_argument("--max-tokens", type=int, help="cap on answer tokens")
+    p.add_argument("--description", default="", help="free text for operators")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--catalog", help="append the descriptor to this catalog YAML (created if absent)")
+    target.add_argument("--register", metavar="TARGET", help="register with a running server (host:port)")
+    p.add_argument("--replace", action="store_true", help="replace an entry with the same id in --catalog")
+    p.add_argument("--dry-run", action="store_true", help="probe and show the descriptor; register nothing")
+    p.add_argument("--allow-partial", action="store_true", help="register even when some probes failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="show the descriptor as JSON (default YAML)")
+    p.add_argument("--full", action="store_true", help="show every probe result too (default: their count)")
+    p.set_defaults(func=run_probe)
+
+
+def _scorer_overrides(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        task, sep, name = pair.partition("=")
+        if not sep or not task or not name:
+            raise CliError(f"--scorer expects TASK=SCORER, got {pair!r}")
+        out[task] = name
+    return out
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from routerl.live.errors import ProviderError
+
+    try:
+        with _quiet_http_logs(args):
+            return _probe(args)
+    except ProviderError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from routerl.descriptors.model import Endpoint
+    from routerl.live.probe import ProbeState, descriptor_from_probes, load_probe_set, run_probes
+    from routerl.live.provider import ChatProvider, RetryPolicy
+    from routerl.live.register import register_in_catalog, register_remote
+
+    if not (args.dry_run or args.catalog or args.register):
+        raise CliError("say where the descriptor goes: --catalog FILE or --register TARGET (or --dry-run to only show it)")
+    for flag in ("limit", "per_task", "concurrency", "retries"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    overrides = _scorer_overrides(args.scorer)
+    endpoint = Endpoint(base_url=args.endpoint, model_name=args.model_name, api_key_env=args.api_key_env)
+    items = load_probe_set(args.probes, split=args.split, limit=args.limit, per_task=args.per_task)
+    provider = ChatProvider(
+        endpoint, input_price_per_mtok=args.input_price, output_price_per_mtok=args.output_price, model_id=args.id,
+        timeout_s=args.timeout, retry=RetryPolicy(attempts=args.retries, base_delay_s=args.backoff), max_tokens=args.max_tokens,
+    )
+    state = ProbeState(args.state, args.model_name) if args.state else None
+    try:
+        run = run_probes(
+            provider, items, concurrency=args.concurrency, state=state, scorer_overrides=overrides,
+            show_progress=not args.no_progress,
+        )
+    finally:
+        provider.close()
+    spent = sum(r.cost_usd for pid, r in run.records.items())
+    print(
+        f"probed {len(run.records)}/{len(items)} prompts ({run.resumed} from the state file, {run.asked} asked, "
+        f"{len(run.failures)} failed); probe spend ${spent:.4f}",
+        file=sys.stderr,
+    )
+    for pid, reason in sorted(run.failures.items())[:10]:
+        print(f"  failed {pid}: {reason}", file=sys.stderr)
+    desc = descriptor_from_probes(
+        args.id, run.records, input_price_per_mtok=args.input_price, output_price_per_mtok=args.output_price,
+        endpoint=endpoint, order=[i.prompt_id for i in items], description=args.description, tags=tuple(args.tag),
+    )
+    shown = desc.to_dict()
+    if not args.full:
+        shown["probe_results"] = f"<{len(desc.probe_results)} prompts; --full shows them>"
+    print(json.dumps(shown, indent=2) if args.json else yaml.safe_dump({"models": [shown]}, sort_keys=False), end="\n" if args.json else "")
+    if run.failures and not args.allow_partial:
+        hint = f"rerun to ask them again (finished probes are kept in {args.state})" if args.state else "rerun with --state FILE to keep finished probes"
+        print(f"routerl: not registered: {len(run.failures)} probe(s) failed; {hint}, or pass --allow-partial", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print("dry run: nothing registered", file=sys.stderr)
+    elif args.catalog:
+        register_in_catalog(desc, args.catalog, replace=args.replace)
+        print(f"registered {desc.id} in {args.catalog}", file=sys.stderr)
+    else:
+        register_remote(args.register, desc)
+        print(f"registered {desc.id} with {args.register}", file=sys.stderr)
+    return 0
+
+
+# -- routerl complete -------------------------------------------------------------------------
+def _register_complete(subparsers) -> None:
+    p = subparsers.add_parser(
+        "complete", help="answer a query with routed live models",
+        description="Route a query over a catalog's models, call them through their endpoints "
+        "(escalating, falling back, within a budget) and print the answer and every call.",
+    )
+    p.add_argument("query", help="the query text")
+    p.add_argument("--catalog", required=True, help="catalog YAML whose models carry endpoints")
+    p.add_argument("--models", help="comma-separated ids: restrict the candidates")
+    p.add_argument("--router", default=DEFAULT_ROUTER, help=f"router name (default {DEFAULT_ROUTER})")
+    p.add_argument("--router-option", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
+    p.add_argument("--data", help="outcome table for routers that need one (e.g. knn-probe)")
+    knob = p.add_mutually_exclusive_group()
+    knob.add_argument("--mode", choices=["quality", "balanced", "cost"], default="balanced", help="cost knob by name")
+    knob.add_argument("--knob", type=float, help="cost knob (score points per $ per 1k queries)")
+    p.add_argument("--domain", help="the query's domain, when known (e.g. math_grade_school)")
+    p.add_argument("--max-rounds", type=int, default=2, help="most model-calling rounds (default 2)")
+    p.add_argument("--budget-usd", type=float, help="spend cap of this request")
+    p.add_argument("--timeout", type=float, default=120.0, help="request time limit in seconds (default 120)")
+    p.add_argument("--call-timeout", type=float, default=60.0, help="per-call timeout in seconds (default 60)")
+    p.add_argument("--retries", type=int, default=3, help="tries per call on 429/5xx (default 3)")
+    p.add_argument("--backoff", type=float, default=0.5, help="first retry wait in seconds, doubled per retry (default 0.5)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_complete)
+
+
+def build_named_router(name: str, data: str | None, options: dict):
+    """A router from the registry (``descriptor-score`` needs no data; others may need ``data``)."""
+    from routerl.routers.registry import RouterResources, build_router
+
+    try:
+        import routerl.routers.descriptor_score  # noqa: F401  (registers the data-free default)
+    except ImportError:
+        pass
+    resources = RouterResources()
+    if data:
+        from routerl.data.outcomes import load_outcomes
+
+        resources.table = load_outcomes(data)
+    return build_router(name, resources, **options)
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    from routerl.live.errors import ProviderError
+
+    try:
+        with _quiet_http_logs(args):
+            return _complete(args)
+    except ProviderError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _complete(args: argparse.Namespace) -> int:
+    from routerl.descriptors.catalog import load_catalog
+
+    from routerl.live.executor import Executor
+    from routerl.live.provider import RetryPolicy
+    from routerl.routers.base import Query, knob_for_mode
+
+    models = load_catalog(args.catalog)
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = sorted(set(wanted) - {m.id for m in models})
+        if unknown:
+            raise CliError(f"--models: not in {args.catalog}: {', '.join(unknown)}")
+        models = [m for m in models if m.id in wanted]
+    if not any(m.endpoint for m in models):
+        raise CliError(f"{args.catalog}: no model has an 'endpoint'; probe one with `routerl probe` first")
+    options = {}
+    for pair in args.router_option or ():
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--router-option expects KEY=VALUE, got {pair!r}")
+        options[key] = value
+    router = build_named_router(args.router, args.data, options)
+    executor = Executor.from_descriptors(
+        router, models, provider_options={"timeout_s": args.call_timeout, "retry": RetryPolicy(attempts=args.retries, base_delay_s=args.backoff)},
+        max_rounds=args.max_rounds, budget_usd=args.budget_usd, timeout_s=args.timeout, system_prompt=args.system,
+    )
+    knob = args.knob if args.knob is not None else knob_for_mode(args.mode)
+    result = executor.complete(Query(text=args.query, domain=args.domain), models, knob)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.answer if result.answer is not None else "(no answer)")
+        print(f"\n-- {result.stop}: {result.message}", file=sys.stderr)
+        for c in result.calls:
+            detail = f"{c.latency_ms:.0f} ms, {c.prompt_tokens}+{c.completion_tokens} tok, ${c.cost_usd:.6f}" if c.status == "ok" else c.reason
+            print(f"   round {c.round} {c.model_id}: {c.status}{' (fallback)' if c.fallback else ''} {detail}", file=sys.stderr)
+        for n, think in enumerate(result.think, start=1):
+            if think:
+                print(f"   think {n}: {think}", file=sys.stderr)
+        print(f"   total ${result.total_cost_usd:.6f}", file=sys.stderr)
+    return 0 if result.ok else 1
