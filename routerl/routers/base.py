@@ -17,6 +17,13 @@ A router sees a ``Query``, the candidates' ``ModelDescriptor``s (in pool order) 
 ``Attempt``s of this request, and returns a ``Decision``: route to a candidate (``action='route'``)
 or accept the last attempt's answer (``action='accept'``). ``ranking`` lists every candidate with
 a probability, best first: the fallback order.
+
+Batching (optional)
+-------------------
+A router that can decide several requests in one pass (e.g. one batched forward of a policy LM)
+defines ``decide_batch(calls: list[RouteCall]) -> list[Decision]``, one decision per call, in
+order. The server then collects concurrent ``Route()`` requests for a few milliseconds and calls it
+once per batch (``routerl.server.batching``); routers without it are called per request.
 """
 
 from __future__ import annotations
@@ -73,6 +80,16 @@ class Attempt:
     model_id: str
     response: str
     cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class RouteCall:
+    """One routing request, as handed to ``decide_batch``: the arguments of one ``decide`` call."""
+
+    query: Query
+    candidates: Sequence[ModelDescriptor]
+    knob: float
+    attempts: Sequence[Attempt] = ()
 
 
 @dataclass
