@@ -11,14 +11,20 @@
                                               sample_scores={"math_grade_school": 0.9}))
 
 Models go in and out as ``routerl.descriptors.ModelDescriptor``; a failed call raises
-``RouterClientError`` with the gRPC ``code``, the server's message and, for INVALID_ARGUMENT,
-the ``field`` at fault.
+``RouterClientError`` with the gRPC ``code``, the server's message, the ``request_id`` the server
+logged it under and, for INVALID_ARGUMENT, the ``field`` at fault.
+
+A server with auth wants a token (``token=`` or ``token_env="ROUTERL_TOKEN"``; sent as the
+``authorization: Bearer`` metadata of every call); a server with TLS wants ``tls_ca="ca.pem"``
+(or ``tls=True`` to trust the system's roots).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import grpc
@@ -40,25 +46,32 @@ from routerl.server.proto import router_pb2_grpc as pb_grpc
 DEFAULT_TARGET = "localhost:50051"
 
 
-class RouterClientError(Exception):
-    """A failed call: ``code`` (a ``grpc.StatusCode``), ``details`` and the ``field`` at fault."""
+REQUEST_ID_METADATA_KEY = "routerl-request-id"
 
-    def __init__(self, code: grpc.StatusCode, details: str, field: str | None = None):
+
+class RouterClientError(Exception):
+    """A failed call: ``code`` (a ``grpc.StatusCode``), ``details``, the ``field`` at fault and the
+    server's ``request_id`` for the call (to find it in the server's access log)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, field: str | None = None, request_id: str | None = None):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         self.field = field
+        self.request_id = request_id
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.RpcError) -> "RouterClientError":
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
-        fld = None
+        fld = request_id = None
         if hasattr(exc, "trailing_metadata"):
             for key, value in exc.trailing_metadata() or ():
                 if key == FIELD_METADATA_KEY:
                     fld = value
-        return cls(code, details, fld)
+                elif key == REQUEST_ID_METADATA_KEY:
+                    request_id = value
+        return cls(code, details, fld, request_id)
 
 
 @dataclass
@@ -144,26 +157,60 @@ def build_route_request(
     return req
 
 
+def read_client_token(token_env: str | None) -> str | None:
+    """The token in environment variable ``token_env`` (``None`` when no name is given or it is unset)."""
+    if not token_env:
+        return None
+    value = os.environ.get(token_env, "").strip()
+    return value or None
+
+
 class RouterClient:
     """Calls a routerl server at ``target`` (``host:port``); ``timeout`` is each call's deadline in
-    seconds (``None``: no deadline). Use as a context manager or call ``close()``."""
+    seconds (``None``: no deadline). Use as a context manager or call ``close()``.
+
+    ``token`` (or the environment variable named by ``token_env``): the bearer token sent with
+    every call. ``tls_ca``: a PEM file of the CA that signed the server's certificate (TLS on);
+    ``tls=True``: TLS with the system's trusted roots; ``tls_server_name``: the name to verify the
+    certificate against when it differs from the target's host.
+    """
 
     def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 10.0, *, max_message_bytes: int | None = None,
-                 channel: grpc.Channel | None = None):
+                 channel: grpc.Channel | None = None, token: str | None = None, token_env: str | None = None,
+                 tls: bool = False, tls_ca: str | os.PathLike | None = None, tls_server_name: str | None = None):
         if timeout is not None and (math.isnan(timeout) or timeout <= 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
         self.target = target
         self.timeout = timeout
+        token = token if token is not None else read_client_token(token_env)
+        if token is not None and (not token or any(ch.isspace() for ch in token) or not token.isascii()):
+            raise ValueError("token must be printable ASCII without spaces")
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         options = []
         if max_message_bytes:
             options = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
         self._own_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(target, options=options)
+        if channel is None:
+            if tls or tls_ca:
+                root = None
+                if tls_ca:
+                    try:
+                        root = Path(tls_ca).read_bytes()
+                    except FileNotFoundError:
+                        raise FileNotFoundError(f"TLS CA file not found: {tls_ca}") from None
+                channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root), options=options)
+            else:
+                channel = grpc.insecure_channel(target, options=options)
+        self.channel = channel
         self._stub = pb_grpc.RouterStub(self.channel)
 
     def _call(self, method: str, request, timeout: float | None = None):
         try:
-            return getattr(self._stub, method)(request, timeout=timeout if timeout is not None else self.timeout)
+            return getattr(self._stub, method)(
+                request, timeout=timeout if timeout is not None else self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             raise RouterClientError.from_rpc_error(exc) from None
 
@@ -186,18 +233,26 @@ class RouterClient:
 
     # -- registry ------------------------------------------------------------------------------
     def register_model(self, model: ModelDescriptor) -> ModelDescriptor:
+        """Register ``model``; returns the stored descriptor."""
         resp = self._call("RegisterModel", pb.RegisterModelRequest(model=descriptor_to_proto(model)))
-        return descriptor_from_proto(resp.model)
+        stored = descriptor_from_proto(resp.model)
+        if resp.probe_results_omitted:  # too large to echo; the server stored what was sent
+            stored = stored.with_changes(probe_results=dict(model.probe_results))
+        return stored
 
     def update_model(self, model: ModelDescriptor, fields: Iterable[str] | None = None) -> ModelDescriptor:
-        """Replace ``model.id``'s descriptor with ``model``, or only ``fields`` of it."""
+        """Replace ``model.id``'s descriptor with ``model``, or only ``fields`` of it; returns the
+        stored descriptor (without ``probe_results`` when they were too large to echo and not sent)."""
         req = pb.UpdateModelRequest(model=descriptor_to_proto(model))
         for name in fields or ():
             if name not in UPDATABLE_FIELDS:
                 raise ValueError(f"cannot update field {name!r}; updatable: {', '.join(UPDATABLE_FIELDS)}")
             req.update_mask.paths.append(name)
         resp = self._call("UpdateModel", req)
-        return descriptor_from_proto(resp.model)
+        stored = descriptor_from_proto(resp.model)
+        if resp.probe_results_omitted and (not req.update_mask.paths or "probe_results" in req.update_mask.paths):
+            stored = stored.with_changes(probe_results=dict(model.probe_results))
+        return stored
 
     def remove_model(self, model_id: str) -> int:
         """Remove a model; returns the new registry version."""
@@ -206,18 +261,35 @@ class RouterClient:
     def get_model(self, model_id: str) -> ModelDescriptor:
         return descriptor_from_proto(self._call("GetModel", pb.GetModelRequest(id=model_id)).model)
 
-    def list_models(self) -> list[ModelDescriptor]:
-        return [descriptor_from_proto(m) for m in self._call("ListModels", pb.ListModelsRequest()).models]
+    def list_models(self, *, omit_probe_results: bool = False, page_size: int = 0) -> list[ModelDescriptor]:
+        """Every registered model, following the server's pages. A model too large for one
+        response comes without ``probe_results`` (``get_model`` cannot do better); so does every
+        model with ``omit_probe_results``."""
+        models: list[ModelDescriptor] = []
+        token = ""
+        for _ in range(1_000_000):
+            page = self._call("ListModels", pb.ListModelsRequest(page_size=page_size, page_token=token,
+                                                                 omit_probe_results=omit_probe_results))
+            models.extend(descriptor_from_proto(m) for m in page.models)
+            token = page.next_page_token
+            if not token:
+                break
+        return models
+
+    def list_models_page(self, page_size: int = 0, page_token: str = "", *, omit_probe_results: bool = False) -> pb.ListModelsResponse:
+        """One page of ``ListModels`` as the raw response (``next_page_token``, ``probe_results_omitted``)."""
+        return self._call("ListModels", pb.ListModelsRequest(page_size=page_size, page_token=page_token,
+                                                             omit_probe_results=omit_probe_results))
 
     def registry_version(self) -> int:
-        return self._call("ListModels", pb.ListModelsRequest()).registry_version
+        return self._call("ListModels", pb.ListModelsRequest(page_size=1, omit_probe_results=True)).registry_version
 
     # -- health --------------------------------------------------------------------------------
     def health(self, service: str = "") -> str:
         """The server's health status name (``SERVING``, ``NOT_SERVING``, ...)."""
         stub = health_pb2_grpc.HealthStub(self.channel)
         try:
-            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise RouterClientError.from_rpc_error(exc) from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)

@@ -8,6 +8,7 @@ reflection, and the CLI's error output.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -124,7 +125,12 @@ def test_serve_route_register_remove_restart(spawn, tmp_path):
         version = client.registry_version()
 
     assert server.terminate() == 0, "SIGTERM is a clean shutdown"
-    assert "stopped" in (tmp_path / "server.log").read_text()
+    log_text = (tmp_path / "server.log").read_text()
+    assert "stopped" in log_text
+    access = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    assert [a["method"] for a in access].count("Route") == 3, "one bare JSON access line per call on stderr"
+    assert all(a["request_id"] and a["status"] == "OK" for a in access)
+    assert HARD_MATH not in log_text, "queries are not logged by default"
 
     restarted = spawn(db)
     with restarted.client() as client:

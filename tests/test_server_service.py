@@ -187,7 +187,9 @@ def test_invalid_descriptors_name_the_field(client):
         with pytest.raises(grpc.RpcError) as info:
             stub_call(request, timeout=5)
         assert info.value.code() == CODE.INVALID_ARGUMENT
-        assert (("routerl-field", field),) == tuple((m.key, m.value) for m in info.value.trailing_metadata()), field
+        trailing = tuple((m.key, m.value) for m in info.value.trailing_metadata())
+        assert (("routerl-field", field),) == tuple(kv for kv in trailing if kv[0] == "routerl-field"), field
+        assert any(k == "routerl-request-id" and v for k, v in trailing), "the request id comes back on errors too"
     bad_mask = pb.UpdateModelRequest(model=pb.ModelDescriptor(id="big"))
     bad_mask.update_mask.paths.append("no_such_field")
     with pytest.raises(grpc.RpcError) as info:

@@ -1,8 +1,10 @@
 """Shared pieces of the CLI commands that call a running server (``route``, ``models``).
 
-``add_client_args`` adds ``--target``/``--timeout``/``--json``; ``connect(args)`` opens a
+``add_client_args`` adds ``--target``/``--timeout``/``--json`` and the security flags
+``--token-env NAME`` (the environment variable holding the bearer token; default
+``ROUTERL_TOKEN``, used when set), ``--tls-ca PEM`` and ``--tls``; ``connect(args)`` opens a
 ``RouterClient`` whose failures surface as ``CliError`` (``routerl: error: NOT_FOUND: ...``,
-exit code 2).
+exit code 2). The token itself is never a flag: command lines are visible to every local user.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Iterator
 from routerl.cli import CliError
 
 TARGET_ENV = "ROUTERL_TARGET"
+TOKEN_ENV = "ROUTERL_TOKEN"
 
 
 def add_client_args(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,10 @@ def add_client_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",
+                        help=f"environment variable holding the bearer token (default {TOKEN_ENV}; sent when set)")
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate of a TLS server (turns TLS on)")
+    parser.add_argument("--tls", action="store_true", help="TLS with the system's trusted roots")
 
 
 @contextmanager
@@ -32,15 +39,22 @@ def connect(args: argparse.Namespace) -> Iterator["RouterClient"]:  # noqa: F821
     """A client for ``args.target``; a failed call becomes a ``CliError`` naming the status."""
     from routerl.client import RouterClient, RouterClientError
 
+    token_env = getattr(args, "token_env", None)
+    if token_env and token_env != TOKEN_ENV and not os.environ.get(token_env, "").strip():
+        raise CliError(f"--token-env {token_env}: the environment variable is not set or empty")
     try:
-        client = RouterClient(args.target, timeout=args.timeout)
+        client = RouterClient(args.target, timeout=args.timeout, token_env=token_env,
+                              tls=getattr(args, "tls", False), tls_ca=getattr(args, "tls_ca", None))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
         yield client
     except RouterClientError as exc:
         where = f" (field {exc.field})" if exc.field and exc.field not in exc.details else ""
-        raise CliError(f"{exc.code.name}: {exc.details}{where} [{args.target}]") from None
+        hint = ""
+        if exc.code.name == "UNAUTHENTICATED":
+            hint = f"; put the token in ${token_env or TOKEN_ENV} (or name another variable with --token-env)"
+        raise CliError(f"{exc.code.name}: {exc.details}{where}{hint} [{args.target}]") from None
     finally:
         client.close()
 

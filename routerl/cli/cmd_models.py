@@ -113,7 +113,7 @@ def _show(desc: ModelDescriptor, as_json: bool) -> None:
 
 def run_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        models = client.list_models()
+        models = client.list_models(omit_probe_results=not args.json)
     if args.json:
         print(json.dumps([m.to_dict() for m in models], indent=2))
         return 0

@@ -3,6 +3,9 @@
     routerl serve --port 50051 --db routerl.db --catalog configs/catalog/default.yaml
     routerl serve --config serve.yaml --router knn-probe --data ../shared/data/zeroeval.jsonl.gz
     routerl serve --checkpoint runs/policy/best          # the trained policy
+    ROUTERL_TOKEN=... ROUTERL_ADMIN_TOKEN=... routerl serve --host 0.0.0.0 \
+        --tls-cert server.crt --tls-key server.key \
+        --auth-token-env ROUTERL_TOKEN --admin-token-env ROUTERL_ADMIN_TOKEN --metrics-port 9464
 
 Prints ``listening on HOST:PORT`` once it accepts calls; SIGTERM/SIGINT drain and stop it.
 """
@@ -20,7 +23,12 @@ def register(subparsers) -> None:
     p.add_argument("--config", help="YAML file of server settings (flags override it)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (default 50051; 0 = any free port, printed)")
-    p.add_argument("--workers", type=int, help="RPC worker threads (default 8)")
+    p.add_argument("--workers", type=int, help="calls running at once, per lane (Route; registry) (default 8)")
+    p.add_argument("--max-queue", type=int, help="calls waiting for a slot, per lane; more get RESOURCE_EXHAUSTED (default 32)")
+    p.add_argument("--queue-timeout", type=float, dest="queue_timeout_s",
+                   help="longest wait for a slot in seconds; then RESOURCE_EXHAUSTED (default 2)")
+    p.add_argument("--max-batch", type=int, help="Route requests per decide_batch call, for routers that batch (default 16; 1 = off)")
+    p.add_argument("--batch-wait-ms", type=float, help="how long a batch waits for more requests (default 2)")
     p.add_argument("--max-receive-bytes", type=int, help="largest request message (default 4 MiB)")
     p.add_argument("--max-send-bytes", type=int, help="largest response message (default 4 MiB)")
     p.add_argument("--db", help="SQLite registry file (default routerl.db; created and seeded when new)")
@@ -34,6 +42,18 @@ def register(subparsers) -> None:
     p.add_argument("--max-query-chars", type=int, help="longest query accepted (default 100000)")
     p.add_argument("--max-think-budget", type=int, help="largest think budget accepted (default 4096)")
     p.add_argument("--default-mode", choices=["quality", "balanced", "cost"], help="mode of requests naming none")
+    sec = p.add_argument_group("security (tokens come from environment variables or files, never flags)")
+    sec.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    sec.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    sec.add_argument("--auth-token-env", metavar="NAME", help="environment variable holding the routing token")
+    sec.add_argument("--auth-token-file", metavar="PATH", help="file holding the routing token")
+    sec.add_argument("--admin-token-env", metavar="NAME", help="environment variable holding the admin token (registry writes)")
+    sec.add_argument("--admin-token-file", metavar="PATH", help="file holding the admin token")
+    obs = p.add_argument_group("observability")
+    obs.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default 0: off)")
+    obs.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
+    obs.add_argument("--access-log", help="one JSON line per call: '-' stderr (default), a file path, or 'off'")
+    obs.add_argument("--log-queries", action="store_true", default=None, help="include query text in the access log")
     p.set_defaults(func=run)
 
 
@@ -46,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         name: getattr(args, name)
         for name in ("host", "port", "workers", "max_receive_bytes", "max_send_bytes", "db", "catalog", "router",
-                     "checkpoint", "data", "splits", "grace_s", "max_query_chars", "max_think_budget", "default_mode")
+                     "checkpoint", "data", "splits", "grace_s", "max_query_chars", "max_think_budget", "default_mode",
+                     "max_queue", "queue_timeout_s", "max_batch", "batch_wait_ms", "tls_cert", "tls_key",
+                     "auth_token_env", "auth_token_file", "admin_token_env", "admin_token_file", "metrics_port",
+                     "metrics_host", "access_log", "log_queries")
     }
     if args.router_opt:
         overrides["router_options"] = {**config.router_options, **key_values(args.router_opt, "--router-opt")}

@@ -6,9 +6,14 @@ standard health checking (``grpc.health.v1.Health``: SERVING for ``""`` and
 ``routerl.v1.Router``) and server reflection. ``stop(grace)`` marks health NOT_SERVING, stops
 accepting RPCs and lets those in flight finish for up to ``grace`` seconds.
 
+Around the service (``routerl.server.handlers``): bearer-token auth (``auth``), two bounded
+lanes of calls (``admission``), micro-batching for routers with ``decide_batch`` (``batching``),
+Prometheus metrics on ``--metrics-port`` and a JSON access log (``observe``); TLS when
+``tls_cert``/``tls_key`` are set.
+
 ``serve(config)`` is the blocking entry point of ``routerl serve``: it prints one line
-``listening on HOST:PORT`` (the real port when ``port`` is 0) once the server accepts calls, and
-shuts down gracefully on SIGTERM or SIGINT.
+``listening on HOST:PORT`` (the real port when ``port`` is 0) once the server accepts calls (and
+``metrics on HOST:PORT`` when metrics are on), and shuts down gracefully on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from pathlib import Path
 from typing import Callable
 
 import grpc
@@ -26,8 +32,11 @@ from grpc_reflection.v1alpha import reflection
 
 from routerl.descriptors.catalog import load_catalog
 from routerl.routers.base import Router
+from routerl.server.admission import Lane
+from routerl.server.auth import TokenAuth, read_token
 from routerl.server.config import ServerConfig
-from routerl.server.handlers import SERVICE_NAME, add_router_service
+from routerl.server.handlers import SERVICE_NAME, CallGuard, add_router_service
+from routerl.server.observe import ServerMetrics, configure_access_log
 from routerl.server.router_loader import load_router
 from routerl.server.service import RouterService
 from routerl.server.store import ModelStore
@@ -74,40 +83,85 @@ class RouterServer:
             if store is None:
                 self.store.close()
             raise
-        self.service = RouterService(self.store, self.router, config.request_limits)
+        try:
+            self.auth = TokenAuth(
+                read_token(config.auth_token_env, config.auth_token_file, what="routing token"),
+                read_token(config.admin_token_env, config.admin_token_file, what="admin token"),
+            )
+            self.tls = _read_tls(config)
+        except BaseException:
+            if store is None:
+                self.store.close()
+            raise
+        self.metrics = ServerMetrics()
+        self.metrics.watch_store(self.store)
+        self.route_lane = Lane("route", config.workers, config.max_queue, config.queue_timeout_s)
+        self.registry_lane = Lane("registry", config.workers, config.max_queue, config.queue_timeout_s)
+        for lane in (self.route_lane, self.registry_lane):
+            self.metrics.watch_lane(lane)
+        self.service = RouterService(
+            self.store, self.router, config.request_limits,
+            max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
+            response_limit_bytes=config.max_send_bytes, on_batch=self.metrics.batch_size.observe,
+        )  # fmt: skip
+        self.guard = CallGuard(
+            auth=self.auth, route_lane=self.route_lane, registry_lane=self.registry_lane, metrics=self.metrics,
+            access_log=config.access_log != "off", log_queries=config.log_queries, default_mode=config.default_mode,
+        )  # fmt: skip
         self.health = health.HealthServicer()
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._server: grpc.Server | None = None
 
     def start(self) -> int:
         """Bind and start serving; return the bound port."""
         cfg = self.config
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="routerl-rpc"),
+            # One thread for every call that may run or wait at once: a call is refused with
+            # RESOURCE_EXHAUSTED (by its lane, or by grpc past maximum_concurrent_rpcs) rather
+            # than queued without bound in the executor.
+            futures.ThreadPoolExecutor(max_workers=cfg.threads, thread_name_prefix="routerl-rpc"),
             options=[
                 ("grpc.max_receive_message_length", cfg.max_receive_bytes),
                 ("grpc.max_send_message_length", cfg.max_send_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on the same port fails instead of sharing it
             ],
+            maximum_concurrent_rpcs=cfg.threads,
         )
-        add_router_service(server, self.service)
+        add_router_service(server, self.service, self.guard)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
         )
         address = _address(cfg.host, cfg.port)
         try:
-            port = server.add_insecure_port(address)
+            if self.tls is not None:
+                port = server.add_secure_port(address, grpc.ssl_server_credentials([self.tls]))
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc}") from None
         if not port:
             raise OSError(f"cannot listen on {address}")
+        if cfg.metrics_port:
+            self.metrics_port = self.metrics.serve_http(cfg.metrics_host or cfg.host, cfg.metrics_port)
         server.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         self.port = port
-        log.info("serving router %s with %d workers", self.router.name, cfg.workers)
+        if self.auth.enabled and self.tls is None and not _is_loopback(cfg.host):
+            log.warning("auth tokens are on but TLS is off: tokens cross the network in clear text (use --tls-cert/--tls-key)")
+        if not self.auth.enabled and not _is_loopback(cfg.host):
+            log.warning("serving on %s without auth: anyone who can reach it may change the registry", cfg.host)
+        log.info(
+            "serving router %s: %d calls at once and %d waiting per lane (wait <= %gs)%s%s%s%s",
+            self.router.name, cfg.workers, cfg.max_queue, cfg.queue_timeout_s,
+            f", batches of <= {cfg.max_batch}" if self.service.batcher is not None else "",
+            ", TLS" if self.tls is not None else "",
+            ", token auth" if self.auth.enabled else "",
+            f", metrics on port {self.metrics_port}" if self.metrics_port else "",
+        )  # fmt: skip
         return port
 
     @property
@@ -129,12 +183,42 @@ class RouterServer:
             self._server.wait_for_termination()
 
     def close(self) -> None:
+        """Release everything (after ``stop()`` drained the calls): batcher, metrics endpoint, registry."""
+        self.service.close()
+        self.metrics.close()
         self.store.close()
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def _read_tls(config: ServerConfig) -> tuple[bytes, bytes] | None:
+    """(private key, certificate chain) PEM bytes, or ``None`` without TLS."""
+    if not config.tls_cert:
+        return None
+    pair = []
+    for what, path in (("TLS key", config.tls_key), ("TLS certificate", config.tls_cert)):
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what} not found: {path}") from None
+        except OSError as exc:
+            raise ValueError(f"{what} {path} cannot be read: {exc.strerror}") from None
+        if b"-----BEGIN" not in data:
+            raise ValueError(f"{what} {path} is not PEM")
+        pair.append(data)
+    return pair[0], pair[1]
 
 
 def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
     """Run a server until SIGTERM/SIGINT; return the exit code (0 after a graceful shutdown)."""
-    server = RouterServer(config)
+    restore_access_log = configure_access_log(config.access_log)
+    try:
+        server = RouterServer(config)
+    except BaseException:
+        restore_access_log()
+        raise
     stopping = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -147,11 +231,14 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
-        line = f"listening on {server.address}"
-        if announce is not None:
-            announce(line)
-        else:
-            print(line, flush=True)
+        lines = [f"listening on {server.address}"]
+        if server.metrics_port:
+            lines.append(f"metrics on {_address(config.metrics_host or config.host, server.metrics_port)}")
+        for line in lines:
+            if announce is not None:
+                announce(line)
+            else:
+                print(line, flush=True)
         server.wait()
         log.info("stopped")
         return 0
@@ -161,4 +248,5 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
         if not stopping.is_set():
             server.stop(0)
         server.close()
+        restore_access_log()
         sys.stdout.flush()

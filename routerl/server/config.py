@@ -10,6 +10,14 @@ A config file holds the same names as the fields below (``routerl serve --config
     router: descriptor-score          # or a baseline name, or: checkpoint: runs/policy/best
     router_options: {prior: 0.5}
     max_query_chars: 100000
+    max_queue: 32                     # calls waiting for a slot, per lane; more: RESOURCE_EXHAUSTED
+    queue_timeout_s: 2.0              # longest wait for a slot; then RESOURCE_EXHAUSTED
+    tls_cert: /etc/routerl/server.crt # with tls_key: serve TLS only
+    tls_key: /etc/routerl/server.key
+    auth_token_env: ROUTERL_TOKEN     # or auth_token_file: a path (never the token itself)
+    admin_token_env: ROUTERL_ADMIN_TOKEN
+    metrics_port: 9464                # Prometheus /metrics (0: off)
+    access_log: /var/log/routerl/access.jsonl   # "-": stderr, "off": none
 
 Flags given on the command line override the file. Unknown keys are an error naming them.
 """
@@ -57,6 +65,24 @@ class ServerConfig:
     max_think_budget: int = 4_096
     max_attempts: int = 8
     default_mode: str = "balanced"
+    # Load limits, per lane (Route; registry calls): calls running at once is ``workers``.
+    max_queue: int = 32
+    queue_timeout_s: float = 2.0
+    # Micro-batching for routers with decide_batch (max_batch 1: off).
+    max_batch: int = 16
+    batch_wait_ms: float = 2.0
+    # Security: TLS, bearer tokens (from environment variables or files, never inline).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token_env: str | None = None
+    auth_token_file: str | None = None
+    admin_token_env: str | None = None
+    admin_token_file: str | None = None
+    # Observability.
+    metrics_port: int = 0
+    metrics_host: str | None = None
+    access_log: str = "-"
+    log_queries: bool = False
 
     def __post_init__(self) -> None:
         def bounded(name: str, lo: float, hi: float) -> None:
@@ -72,6 +98,20 @@ class ServerConfig:
         bounded("max_query_chars", 1, 100_000_000)
         bounded("max_think_budget", 0, 1_000_000)
         bounded("max_attempts", 0, 1_000)
+        bounded("max_queue", 0, 100_000)
+        bounded("queue_timeout_s", 0, 3600)
+        bounded("max_batch", 1, 4096)
+        bounded("batch_wait_ms", 0, 10_000)
+        bounded("metrics_port", 0, 65535)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("server config: fields 'tls_cert' and 'tls_key' go together")
+        for name in ("auth_token", "admin_token"):
+            if getattr(self, f"{name}_env") and getattr(self, f"{name}_file"):
+                raise ValueError(f"server config: give '{name}_env' or '{name}_file', not both")
+        if not isinstance(self.access_log, str) or not self.access_log:
+            raise ValueError("server config: field 'access_log' must be '-', 'off' or a file path")
+        if not isinstance(self.log_queries, bool):
+            raise ValueError("server config: field 'log_queries' must be true or false")
         if self.default_mode not in MODES:
             raise ValueError(f"server config: field 'default_mode' must be one of {', '.join(MODES)}, got {self.default_mode!r}")
         if not isinstance(self.host, str) or not self.host:
@@ -87,6 +127,11 @@ class ServerConfig:
             max_attempts=self.max_attempts,
             default_mode=self.default_mode,
         )
+
+    @property
+    def threads(self) -> int:
+        """RPC threads: every running or waiting call of both lanes, plus a few for health checks."""
+        return 2 * (self.workers + self.max_queue) + 4
 
     def catalog_path(self) -> Path | None:
         """The catalog to seed a new registry with (the default one when none is set and it exists)."""

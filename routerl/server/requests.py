@@ -112,8 +112,9 @@ def parse_route_request(req: pb.RouteRequest, limits: RequestLimits) -> RoutePar
         raise RequestError("prompt_tokens", f"must be at most {limits.max_prompt_tokens}, got {req.prompt_tokens}")
     domain = _text("domain", req.domain, MAX_DOMAIN_LEN)
     request_id = _text("request_id", req.request_id, MAX_REQUEST_ID_LEN)
-    if request_id and not request_id.isprintable():
-        raise RequestError("request_id", "must be printable text")
+    if request_id and not (request_id.isascii() and request_id.isprintable()):
+        # It is echoed in the routerl-request-id metadata, whose values are printable ASCII.
+        raise RequestError("request_id", "must be printable ASCII")
 
     filters = Filters(allow=_ids("allow", req.allow, limits), deny=_ids("deny", req.deny, limits))
     if req.HasField("limits"):

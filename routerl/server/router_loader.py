@@ -56,9 +56,12 @@ def load_router(
 
 
 def _coerce(value):
-    """``"48"`` -> 48, ``"0.5"`` -> 0.5, other strings unchanged (non-strings pass through)."""
+    """``"48"`` -> 48, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, other strings unchanged
+    (non-strings pass through)."""
     if not isinstance(value, str):
         return value
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
     for kind in (int, float):
         try:
             return kind(value)

@@ -9,6 +9,11 @@ Status codes: INVALID_ARGUMENT (a bad field, named), NOT_FOUND (an unknown model
 ALREADY_EXISTS (a registered id), FAILED_PRECONDITION (no candidate left after the request's
 filters), DEADLINE_EXCEEDED (the caller's deadline passed), INTERNAL (a router or storage fault;
 nothing is half-written).
+
+Routers with ``decide_batch`` are called through a ``MicroBatcher`` (``routerl.server.batching``)
+unless batching is off (``max_batch`` 1); the others per request. ``ListModels`` pages its answer
+so that it stays under ``response_limit_bytes`` (the server's send limit), and a descriptor that
+alone would exceed it is sent without its ``probe_results`` (named in ``probe_results_omitted``).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import logging
 import sqlite3
 import threading
 from contextlib import nullcontext
+from typing import Callable
 
 import grpc
 
 from routerl.descriptors.model import DescriptorError
-from routerl.routers.base import Router
+from routerl.routers.base import Router, RouteCall
+from routerl.server.batching import BatchTimeout, MicroBatcher, has_batch_api
 from routerl.server.convert import ACTION_VALUES, apply_update_mask, descriptor_from_proto, descriptor_to_proto
 from routerl.server.proto import router_pb2 as pb
 from routerl.server.requests import EmptyPoolError, RequestError, RequestLimits, candidate_pool, parse_route_request
@@ -60,10 +67,13 @@ def _check_deadline(context, what: str) -> None:
 class RouterService:
     """The RPC logic of ``routerl.v1.Router`` over a model store and a router."""
 
-    def __init__(self, store: ModelStore, router: Router, limits: RequestLimits | None = None):
+    def __init__(self, store: ModelStore, router: Router, limits: RequestLimits | None = None, *,
+                 max_batch: int = 16, batch_wait_s: float = 0.002, response_limit_bytes: int = 4 * 1024 * 1024,
+                 on_batch: Callable[[int], None] | None = None):
         self.store = store
         self.router = router
         self.limits = limits or RequestLimits()
+        self.response_limit_bytes = response_limit_bytes
         # Routers that do not declare themselves thread-safe are called one request at a time.
         self._router_lock = nullcontext() if getattr(router, "thread_safe", False) else threading.Lock()
         try:
@@ -71,26 +81,42 @@ class RouterService:
         except (TypeError, ValueError):
             params = {}
         self._passes_think_budget = "think_budget" in params
+        self.batcher: MicroBatcher | None = None
+        if max_batch > 1 and has_batch_api(router):
+            self.batcher = MicroBatcher(router, max_batch=max_batch, max_wait_s=batch_wait_s,
+                                        lock=self._router_lock, on_batch=on_batch)
+
+    def close(self) -> None:
+        """Stop the batcher (after deciding what it holds)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     # -- routing -------------------------------------------------------------------------------
     def Route(self, request: pb.RouteRequest, context) -> pb.RouteResponse:
-        try:
-            params = parse_route_request(request, self.limits)
-        except RequestError as exc:
-            raise _invalid(exc) from None
-        snapshot = self.store.snapshot()
-        try:
-            pool = candidate_pool(snapshot.models, params)
-        except EmptyPoolError as exc:
-            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
-        _check_deadline(context, "before routing")
-        kwargs = {"think_budget": params.think_budget} if self._passes_think_budget and params.think_budget else {}
-        try:
-            with self._router_lock:
-                decision = self.router.decide(params.query, pool, params.knob, params.attempts, **kwargs)
-        except Exception as exc:
-            log.exception("router %s failed on request %s", self.router.name, params.request_id)
-            raise RpcFailure(grpc.StatusCode.INTERNAL, f"router {self.router.name!r} failed: {exc}") from None
+        with self.batcher.expect() if self.batcher is not None else nullcontext() as slot:
+            try:
+                params = parse_route_request(request, self.limits)
+            except RequestError as exc:
+                raise _invalid(exc) from None
+            snapshot = self.store.snapshot()
+            try:
+                pool = candidate_pool(snapshot.models, params)
+            except EmptyPoolError as exc:
+                raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
+            _check_deadline(context, "before routing")
+            kwargs = {"think_budget": params.think_budget} if self._passes_think_budget and params.think_budget else {}
+            try:
+                if slot is not None and not kwargs:
+                    remaining = context.time_remaining() if context is not None else None
+                    decision = slot.submit(RouteCall(params.query, tuple(pool), params.knob, params.attempts), remaining)
+                else:
+                    with self._router_lock:
+                        decision = self.router.decide(params.query, pool, params.knob, params.attempts, **kwargs)
+            except BatchTimeout:
+                raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while routing") from None
+            except Exception as exc:
+                log.exception("router %s failed on request %s", self.router.name, params.request_id)
+                raise RpcFailure(grpc.StatusCode.INTERNAL, f"router {self.router.name!r} failed: {exc}") from None
         _check_deadline(context, "while routing")
         pool_ids = {m.id for m in pool}
         if decision.action == "route" and decision.model_id not in pool_ids:
@@ -138,7 +164,7 @@ class RouterService:
         desc = self._descriptor(request)
         version = self._write(lambda: self.store.add(desc), context)
         log.info("registered model %s (registry v%d)", desc.id, version)
-        return pb.RegisterModelResponse(model=descriptor_to_proto(desc), registry_version=version)
+        return self._fit(pb.RegisterModelResponse(model=descriptor_to_proto(desc), registry_version=version))
 
     def UpdateModel(self, request: pb.UpdateModelRequest, context) -> pb.UpdateModelResponse:
         if not request.HasField("model"):
@@ -152,7 +178,7 @@ class RouterService:
 
         desc, version = self._write(update, context)
         log.info("updated model %s (registry v%d)", desc.id, version)
-        return pb.UpdateModelResponse(model=descriptor_to_proto(desc), registry_version=version)
+        return self._fit(pb.UpdateModelResponse(model=descriptor_to_proto(desc), registry_version=version))
 
     def RemoveModel(self, request: pb.RemoveModelRequest, context) -> pb.RemoveModelResponse:
         model_id = _require_id("id", request.id)
@@ -166,8 +192,80 @@ class RouterService:
         desc = snapshot.get(model_id)
         if desc is None:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(ModelNotFoundError(model_id)))
-        return pb.GetModelResponse(model=descriptor_to_proto(desc), registry_version=snapshot.version)
+        return self._fit(pb.GetModelResponse(model=descriptor_to_proto(desc), registry_version=snapshot.version))
+
+    def _fit(self, response):
+        """A one-model response, without ``model.probe_results`` when it would exceed the send limit."""
+        if response.ByteSize() > self.response_limit_bytes - _RESPONSE_MARGIN:
+            response.model.ClearField("probe_results")
+            response.probe_results_omitted = True
+        return response
 
     def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         snapshot = self.store.snapshot()
-        return pb.ListModelsResponse(models=[descriptor_to_proto(m) for m in snapshot.models], registry_version=snapshot.version)
+        after = _parse_page_token(request.page_token)
+        page_size = request.page_size or len(snapshot.models)
+        budget = self.response_limit_bytes - _RESPONSE_MARGIN
+        response = pb.ListModelsResponse(registry_version=snapshot.version)
+        used = response.ByteSize()
+        last_seq = None
+        for desc, seq in zip(snapshot.models, snapshot.seqs):
+            if seq <= after:
+                continue
+            if len(response.models) >= page_size:
+                response.next_page_token = _page_token(last_seq)
+                break
+            msg = descriptor_to_proto(desc)
+            omitted = False
+            if request.omit_probe_results and desc.probe_results:
+                msg.ClearField("probe_results")
+                omitted = True
+            size = _entry_size(msg, 1) + (_entry_size(desc.id, 4) if omitted else 0)
+            if used + size > budget and desc.probe_results and not omitted and not response.models:
+                msg.ClearField("probe_results")  # alone too big for any page
+                omitted = True
+                size = _entry_size(msg, 1) + _entry_size(desc.id, 4)
+            if used + size > budget and response.models:
+                response.next_page_token = _page_token(last_seq)
+                break
+            if used + size > budget:
+                log.error("model %s does not fit in a ListModels response even without probe_results", desc.id)
+                raise RpcFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"model {desc.id!r} does not fit under the response size limit ({self.response_limit_bytes} bytes)")
+            response.models.append(msg)
+            if omitted:
+                response.probe_results_omitted.append(desc.id)
+            used += size
+            last_seq = seq
+        return response
+
+
+_RESPONSE_MARGIN = 512  # bytes kept free for the page token and the message's other fields
+_PAGE_TOKEN_PREFIX = "after:"
+
+
+def _varint_len(n: int) -> int:
+    length = 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return length
+
+
+def _entry_size(value, field_number: int) -> int:
+    """Bytes a repeated message or string field entry adds to its message."""
+    n = value.ByteSize() if hasattr(value, "ByteSize") else len(value.encode("utf-8"))
+    return _varint_len(field_number << 3) + _varint_len(n) + n
+
+
+def _page_token(seq: int) -> str:
+    return f"{_PAGE_TOKEN_PREFIX}{seq}"
+
+
+def _parse_page_token(token: str) -> int:
+    if not token:
+        return 0
+    digits = token[len(_PAGE_TOKEN_PREFIX):]
+    if token.startswith(_PAGE_TOKEN_PREFIX) and 0 < len(digits) <= 18 and digits.isascii() and digits.isdigit():
+        return int(digits)
+    raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "field 'page_token': not a token this server returned", "page_token")

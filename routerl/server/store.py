@@ -80,10 +80,15 @@ class Snapshot:
 
     version: int
     models: tuple[ModelDescriptor, ...]
+    # Each model's registration sequence number (increasing in registration order): a position
+    # that other registrations and removals do not shift, for paging through the registry.
+    seqs: tuple[int, ...] = ()
     by_id: dict[str, ModelDescriptor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {m.id: m for m in self.models})
+        if not self.seqs:
+            object.__setattr__(self, "seqs", tuple(range(1, len(self.models) + 1)))
 
     def get(self, model_id: str) -> ModelDescriptor | None:
         return self.by_id.get(model_id)
@@ -183,16 +188,17 @@ class ModelStore:
     # -- reads ---------------------------------------------------------------------------------
     def _reload(self) -> None:
         """Rebuild the snapshot from the file (called with the lock held or during __init__)."""
-        rows = self._db.execute("SELECT id, descriptor FROM models ORDER BY seq").fetchall()
+        rows = self._db.execute("SELECT id, seq, descriptor FROM models ORDER BY seq").fetchall()
         version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
-        models = []
-        for model_id, blob in rows:
+        models, seqs = [], []
+        for model_id, seq, blob in rows:
             try:
                 models.append(ModelDescriptor.from_dict(json.loads(blob)))
+                seqs.append(int(seq))
             except (DescriptorError, ValueError, TypeError) as exc:
                 # Kept in the file (nothing stored is deleted), but not served.
                 log.error("%s: stored model %r is not valid and is not served: %s", self.path, model_id, exc)
-        self._snapshot = Snapshot(version, tuple(models))
+        self._snapshot = Snapshot(version, tuple(models), tuple(seqs))
         self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def snapshot(self) -> Snapshot:

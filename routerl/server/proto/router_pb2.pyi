@@ -172,12 +172,14 @@ class RegisterModelRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version")
+    __slots__ = ("model", "registry_version", "probe_results_omitted")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+    probe_results_omitted: bool
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
 
 class UpdateModelRequest(_message.Message):
     __slots__ = ("model", "update_mask")
@@ -188,12 +190,14 @@ class UpdateModelRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class UpdateModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version")
+    __slots__ = ("model", "registry_version", "probe_results_omitted")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+    probe_results_omitted: bool
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
 
 class RemoveModelRequest(_message.Message):
     __slots__ = ("id",)
@@ -214,21 +218,33 @@ class GetModelRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version")
+    __slots__ = ("model", "registry_version", "probe_results_omitted")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+    probe_results_omitted: bool
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token", "omit_probe_results")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PROBE_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    omit_probe_results: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., omit_probe_results: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models", "registry_version")
+    __slots__ = ("models", "registry_version", "next_page_token", "probe_results_omitted")
     MODELS_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelDescriptor]
     registry_version: int
-    def __init__(self, models: _Optional[_Iterable[_Union[ModelDescriptor, _Mapping]]] = ..., registry_version: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    probe_results_omitted: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelDescriptor, _Mapping]]] = ..., registry_version: _Optional[int] = ..., next_page_token: _Optional[str] = ..., probe_results_omitted: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -27,6 +27,13 @@ if _version_not_supported:
 
 class RouterStub:
     """Routes queries and manages the model registry.
+
+    Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
+    A server started with tokens wants the request metadata "authorization: Bearer <token>":
+    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
+    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
+    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
+    at once (retry later, with backoff) rather than queueing without bound.
     """
 
     def __init__(self, channel):
@@ -69,6 +76,13 @@ class RouterStub:
 
 class RouterServicer:
     """Routes queries and manages the model registry.
+
+    Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
+    A server started with tokens wants the request metadata "authorization: Bearer <token>":
+    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
+    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
+    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
+    at once (retry later, with backoff) rather than queueing without bound.
     """
 
     def Route(self, request, context):
@@ -107,7 +121,7 @@ class RouterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListModels(self, request, context):
-        """Every registered model, in registration order.
+        """Registered models, in registration order, a page at a time (see ListModelsRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +170,13 @@ def add_RouterServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Router:
     """Routes queries and manages the model registry.
+
+    Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
+    A server started with tokens wants the request metadata "authorization: Bearer <token>":
+    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
+    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
+    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
+    at once (retry later, with backoff) rather than queueing without bound.
     """
 
     @staticmethod

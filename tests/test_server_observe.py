@@ -1,0 +1,165 @@
+"""Observability: the Prometheus endpoint, the JSON access log, request ids; and a CLI whose
+stdout reader goes away (``routerl route ... | head``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from test_server_service import start
+
+from routerl.client import RouterClient, RouterClientError
+from routerl.server.proto import router_pb2 as pb
+from routerl.server.proto import router_pb2_grpc as pb_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET_QUERY = "what is the launch code 8675309"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(srv):
+    srv.stop(0).wait()
+    srv.close()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_endpoint_counters_move(tmp_path):
+    srv = start(tmp_path, metrics_port=free_port())
+    try:
+        before = scrape(srv.metrics_port)
+        with RouterClient(f"127.0.0.1:{srv.port}", timeout=5) as c:
+            for _ in range(3):
+                c.route("Solve 2x + 3 = 7", mode="cost", domain="math")
+            c.route("hi", knob=0.0, domain="math")
+            with pytest.raises(RouterClientError):
+                c.route("hi", knob=-1.0)
+            c.register_model(c.get_model("small").with_changes(id="small-2"))
+        after = scrape(srv.metrics_port)
+    finally:
+        stop(srv)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("routerl_requests_total", method="Route", code="OK") == 4
+    assert delta("routerl_requests_total", method="Route", code="INVALID_ARGUMENT") == 1
+    assert delta("routerl_errors_total", method="Route", code="INVALID_ARGUMENT") == 1
+    assert delta("routerl_requests_total", method="RegisterModel", code="OK") == 1
+    assert delta("routerl_routes_total", model="small", action="route") == 3
+    assert delta("routerl_routes_total", model="big", action="route") == 1
+    assert delta("routerl_estimated_spend_usd_total", model="small") > 0
+    assert delta("routerl_route_latency_seconds_count", router="descriptor-score", mode="cost") == 3
+    assert delta("routerl_route_latency_seconds_count", router="descriptor-score", mode="knob") == 1
+    assert delta("routerl_request_latency_seconds_count", method="Route") == 5
+    assert after[("routerl_registry_models", ())] == 4 and after[("routerl_registry_version", ())] == 2
+    assert after[("routerl_in_flight", (("lane", "route"),))] == 0
+    assert ("routerl_queue_depth", (("lane", "registry"),)) in after
+
+
+def test_access_log_and_request_ids(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="routerl.access")
+    srv = start(tmp_path)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = pb_grpc.RouterStub(channel)
+            resp, call = stub.Route.with_call(pb.RouteRequest(query=SECRET_QUERY, request_id="caller-1"), timeout=5)
+            assert resp.request_id == "caller-1" and ("routerl-request-id", "caller-1") in call.trailing_metadata()
+            resp, call = stub.Route.with_call(pb.RouteRequest(query="q"), timeout=5, metadata=(("x-request-id", "from-md"),))
+            assert resp.request_id == "from-md" and ("routerl-request-id", "from-md") in call.trailing_metadata()
+            resp, call = stub.Route.with_call(pb.RouteRequest(query="q"), timeout=5)
+            generated = resp.request_id
+            assert len(generated) == 32 and ("routerl-request-id", generated) in call.trailing_metadata()
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GetModel(pb.GetModelRequest(id="nope"), timeout=5, metadata=(("x-request-id", "get-1"),))
+            assert ("routerl-request-id", "get-1") in info.value.trailing_metadata()
+    finally:
+        stop(srv)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "routerl.access"]
+    assert [line["request_id"] for line in lines] == ["caller-1", "from-md", generated, "get-1"]
+    first = lines[0]
+    assert first["method"] == "Route" and first["status"] == "OK" and first["router"] == "descriptor-score"
+    assert first["mode"] == "balanced" and first["model"] in {"big", "small", "mid"} and first["latency_ms"] >= 0
+    assert lines[-1]["status"] == "NOT_FOUND" and lines[-1]["model"] == "nope"
+    assert SECRET_QUERY not in caplog.text, "queries stay out of the log unless --log-queries"
+
+    caplog.clear()
+    srv = start(tmp_path, log_queries=True)
+    try:
+        with RouterClient(f"127.0.0.1:{srv.port}", timeout=5) as c:
+            c.route(SECRET_QUERY)
+    finally:
+        stop(srv)
+    assert json.loads(caplog.records[-1].getMessage())["query"] == SECRET_QUERY
+
+
+def test_serve_prints_bare_json_access_lines_and_metrics_address(tmp_path):
+    from routerl.server.app import serve
+    from routerl.server.config import ServerConfig
+
+    log_file = tmp_path / "access.jsonl"
+    cfg = ServerConfig(port=0, db=str(tmp_path / "r.db"), access_log=str(log_file), metrics_port=free_port())
+    announced = []
+
+    # serve() installs signal handlers, which only the main thread may do: it runs here, and a
+    # helper thread makes one call and stops it with SIGINT, as Ctrl-C would.
+    def call_then_interrupt():
+        try:
+            for _ in range(500):
+                if len(announced) == 2:
+                    break
+                time.sleep(0.02)
+            with RouterClient(announced[0].split("listening on ")[1], timeout=5) as c:
+                c.route("hello")
+        finally:
+            if announced:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    helper = threading.Thread(target=call_then_interrupt)
+    helper.start()
+    assert serve(cfg, announce=announced.append) == 0
+    helper.join(5)
+    assert announced[1].startswith("metrics on 127.0.0.1:")
+    line = json.loads(log_file.read_text().splitlines()[0])
+    assert line["method"] == "Route" and line["status"] == "OK" and "hello" not in log_file.read_text()
+
+
+def test_cli_output_into_a_closed_pipe_is_quiet(tmp_path):
+    srv = start(tmp_path)
+    try:
+        env = dict(os.environ, PYTHONPATH=str(REPO), ROUTERL_TARGET=f"127.0.0.1:{srv.port}")
+        proc = subprocess.Popen([sys.executable, "-m", "routerl", "route", "What is 2+2?"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader is gone before the first line is written (like `| head -0`)
+        err = proc.stderr.read().decode()
+        proc.wait(60)
+    finally:
+        stop(srv)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
