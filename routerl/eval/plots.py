@@ -52,7 +52,7 @@ def plot_curves(metrics: dict, path: str | Path, title: str | None = None) -> Pa
                     continue
                 pts = sorted(r["points"], key=lambda p: p["usd_per_1k"])
                 ax.plot([p["usd_per_1k"] for p in pts], [p["accuracy"] for p in pts], "-",
-                        marker=MARKERS[n % len(MARKERS)], ms=4, lw=1.5, color=colors[name],
+                        marker=MARKERS[n % len(MARKERS)], ms=4 if len(pts) > 1 else 8, lw=1.5, color=colors[name],
                         label=f"{name} (AIQ {r['aiq']:.3f})", zorder=4)
             ax.set_xscale("log")
             ax.set_xlabel("cost, USD per 1k queries (log)")

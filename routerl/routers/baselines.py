@@ -7,9 +7,9 @@ random          a uniformly random candidate, fixed per prompt              ``se
 cheapest        the lowest estimated cost                                   -
 best-single     the best model by train accuracy (fallback: next in rank)   -
 oracle          true score - knob x true cost (reads test outcomes)         -
-knn-probe       mean probe result on the k nearest probe prompts            ``k`` (10)
-cluster-probe   mean probe result in the query's k-means cluster            ``n_clusters`` (20)
-learned         gradient-boosted score from descriptor evidence             see ``learned``
+knn-probe       mean probe result on the k nearest probe prompts            ``k``, ``prior_weight``
+cluster-probe   mean probe result in the query's k-means cluster            ``n_clusters``, ``prior_weight``
+learned         gradient-boosted score from descriptor evidence             ``LEARNED_DEFAULTS``
 ==============  ==========================================================  =================
 
 Options arrive as keyword arguments (strings from the command line are converted here). Routers
@@ -22,9 +22,10 @@ from routerl.data.embeddings import get_embedder
 from routerl.routers.base import Router
 from routerl.routers.best_single import BestSingleRouter
 from routerl.routers.cheapest import CheapestRouter
+from routerl.routers import cluster_probe, knn_probe
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ClusterProbeRouter
 from routerl.routers.knn_probe import DEFAULT_K, KnnProbeRouter
-from routerl.routers.learned import fit_learned_router
+from routerl.routers.learned import LEARNED_DEFAULTS, fit_learned_router
 from routerl.routers.oracle import OracleRouter
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.random_router import RandomRouter
@@ -82,28 +83,24 @@ def _oracle(resources: RouterResources, **options) -> Router:
 @register_router("knn-probe")
 def _knn(resources: RouterResources, **options) -> Router:
     k = _take(options, "knn-probe", "k", int, DEFAULT_K)
+    weight = _take(options, "knn-probe", "prior_weight", float, knn_probe.DEFAULT_PRIOR_WEIGHT)
     _no_options("knn-probe", options)
     index, embedder = _probe_index(resources, "knn-probe")
-    return KnnProbeRouter(index, embedder, k=k)
+    return KnnProbeRouter(index, embedder, k=k, prior_weight=weight)
 
 
 @register_router("cluster-probe")
 def _cluster(resources: RouterResources, **options) -> Router:
     n_clusters = _take(options, "cluster-probe", "n_clusters", int, DEFAULT_CLUSTERS)
+    weight = _take(options, "cluster-probe", "prior_weight", float, cluster_probe.DEFAULT_PRIOR_WEIGHT)
     _no_options("cluster-probe", options)
     index, embedder = _probe_index(resources, "cluster-probe")
-    return ClusterProbeRouter(index, embedder, n_clusters=n_clusters, seed=resources.seed)
+    return ClusterProbeRouter(index, embedder, n_clusters=n_clusters, seed=resources.seed, prior_weight=weight)
 
 
 @register_router("learned")
 def _learned(resources: RouterResources, **options) -> Router:
-    kwargs = {
-        "k": _take(options, "learned", "k", int, DEFAULT_K),
-        "k_wide": _take(options, "learned", "k_wide", int, 50),
-        "n_clusters": _take(options, "learned", "n_clusters", int, DEFAULT_CLUSTERS),
-        "max_iter": _take(options, "learned", "max_iter", int, 300),
-        "learning_rate": _take(options, "learned", "learning_rate", float, 0.05),
-    }
+    kwargs = {key: _take(options, "learned", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
     _no_options("learned", options)
     if resources.table is None:
         raise ValueError("router 'learned' needs an outcome table to fit on")

@@ -2,9 +2,11 @@
 
 k-means (``n_clusters``, seeded) over the probe prompts' embeddings; a query belongs to the
 nearest centroid; a candidate's predicted score = mean of its probe results within that cluster,
-falling back to ``descriptor_prior`` (domain sample score, else overall) when it has none there.
+shrunk toward ``descriptor_prior`` (domain sample score, else overall) by ``prior_weight``
+pseudo-results, and ``descriptor_prior`` itself when it has no result there.
 
-Default ``n_clusters = 20``: chosen on the val split of both shared datasets (docs/results.md).
+Defaults ``n_clusters = 10``, ``prior_weight = 2`` were chosen on the val split of both shared
+datasets (docs/results.md).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from sklearn.cluster import KMeans
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query
-from routerl.routers.prior import descriptor_priors
+from routerl.routers.prior import descriptor_priors, shrink
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 
-DEFAULT_CLUSTERS = 20
+DEFAULT_CLUSTERS = 10
+DEFAULT_PRIOR_WEIGHT = 2.0
 
 
 class ProbeClusters:
@@ -42,10 +45,15 @@ class ProbeClusters:
 
     def cluster_means(self, results: np.ndarray) -> np.ndarray:
         """``(K, C)`` mean of each candidate's ``(K, Np)`` results per cluster (NaN where none)."""
+        return self.cluster_stats(results)[0]
+
+    def cluster_stats(self, results: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean, count)``, each ``(K, C)``: per cluster, the candidate's mean result (NaN where
+        none) and how many results it has there."""
         have = np.isfinite(results)
         total = np.where(have, results, 0.0) @ self._onehot
         count = have.astype(float) @ self._onehot
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
 
 
 class ClusterProbeRouter(ProbeRouter):
@@ -53,11 +61,21 @@ class ClusterProbeRouter(ProbeRouter):
 
     name = "cluster-probe"
 
-    def __init__(self, index: ProbeIndex, embedder, n_clusters: int = DEFAULT_CLUSTERS, seed: int = 0):
+    def __init__(
+        self,
+        index: ProbeIndex,
+        embedder,
+        n_clusters: int = DEFAULT_CLUSTERS,
+        seed: int = 0,
+        prior_weight: float = DEFAULT_PRIOR_WEIGHT,
+    ):
         super().__init__(index, embedder)
+        if not float(prior_weight) >= 0:
+            raise ValueError(f"option 'prior_weight' must be >= 0, got {prior_weight}")
         self.clusters = ProbeClusters(index, n_clusters, seed)
+        self.prior_weight = float(prior_weight)
 
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
         c = self.clusters.assign(self.query_embedding(query)[None, :])[0]
-        est = self.clusters.cluster_means(self.index.matrix(candidates))[:, c]
-        return np.where(np.isfinite(est), est, descriptor_priors(candidates, query.domain))
+        mean, count = self.clusters.cluster_stats(self.index.matrix(candidates))
+        return shrink(mean[:, c], count[:, c], descriptor_priors(candidates, query.domain), self.prior_weight)

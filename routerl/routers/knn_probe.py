@@ -2,10 +2,13 @@
 
 For a query with embedding ``q``: for each candidate, take the ``k`` probe prompts most similar to
 ``q`` (cosine) *among those the candidate has a result for*, and predict the mean of its results
-there. A candidate with no probe results falls back to ``descriptor_prior`` (domain sample score,
-else overall score). Then it maximises ``score - knob * est cost * 1000`` like every ScoreRouter.
+there. With ``prior_weight`` w > 0 the mean is shrunk toward ``descriptor_prior`` (the domain
+sample score, else the overall score) as if w more results equal to it had been seen; a candidate
+with no probe results gets ``descriptor_prior``. Then it maximises ``score - knob * est cost *
+1000`` like every ScoreRouter.
 
-Default ``k = 10``: chosen on the val split of both shared datasets (see docs/results.md).
+Defaults ``k = 40``, ``prior_weight = 5`` were chosen on the val split of both shared datasets
+(see docs/results.md).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import numpy as np
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query
-from routerl.routers.prior import descriptor_priors
+from routerl.routers.prior import descriptor_priors, shrink
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 
-DEFAULT_K = 10
+DEFAULT_K = 40
+DEFAULT_PRIOR_WEIGHT = 5.0
 
 
 def knn_estimate(sims: np.ndarray, results: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,13 +61,16 @@ class KnnProbeRouter(ProbeRouter):
 
     name = "knn-probe"
 
-    def __init__(self, index: ProbeIndex, embedder, k: int = DEFAULT_K):
+    def __init__(self, index: ProbeIndex, embedder, k: int = DEFAULT_K, prior_weight: float = DEFAULT_PRIOR_WEIGHT):
         super().__init__(index, embedder)
         if int(k) < 1:
             raise ValueError(f"option 'k' must be at least 1, got {k}")
+        if not float(prior_weight) >= 0:
+            raise ValueError(f"option 'prior_weight' must be >= 0, got {prior_weight}")
         self.k = int(k)
+        self.prior_weight = float(prior_weight)
 
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
         sims = (self.index.embeddings @ self.query_embedding(query))[None, :]
-        est, _, _ = knn_estimate(sims, self.index.matrix(candidates), self.k)
-        return np.where(np.isfinite(est[0]), est[0], descriptor_priors(candidates, query.domain))
+        est, count, _ = knn_estimate(sims, self.index.matrix(candidates), self.k)
+        return shrink(est[0], count[0], descriptor_priors(candidates, query.domain), self.prior_weight)

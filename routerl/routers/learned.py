@@ -9,8 +9,9 @@ their val prompts choose the number of boosting iterations (lowest val squared e
 models' rows and all test rows are never read. Descriptors used for the features are built from
 probe rows, as at evaluation time.
 
-Defaults (``k=10``, ``k_wide=50``, ``n_clusters=20``, ``max_iter=300``, ``learning_rate=0.05``)
-were set on val.
+Defaults (``LEARNED_DEFAULTS``): the kNN feature at k=10 and k_wide=40 (knn-probe's k), the
+cluster feature at knn-probe's val-chosen 10 clusters, up to 300 boosting iterations at learning
+rate 0.05 (the count is picked on val).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from routerl.descriptors.build import build_descriptors
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
-from routerl.routers.knn_probe import DEFAULT_K
+from routerl.routers.knn_probe import DEFAULT_K as KNN_PROBE_K
 from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 from routerl.routers.recorded import query_tokens
 
 log = logging.getLogger(__name__)
+LEARNED_DEFAULTS = {"k": 10, "k_wide": KNN_PROBE_K, "n_clusters": DEFAULT_CLUSTERS, "max_iter": 300, "learning_rate": 0.05}
 _THREADPOOLS: ThreadpoolController | None = None
 
 
@@ -108,11 +110,11 @@ def fit_learned_router(
     splits: Splits | None,
     embedder,
     *,
-    k: int = DEFAULT_K,
-    k_wide: int = 50,
-    n_clusters: int = DEFAULT_CLUSTERS,
-    max_iter: int = 300,
-    learning_rate: float = 0.05,
+    k: int = LEARNED_DEFAULTS["k"],
+    k_wide: int = LEARNED_DEFAULTS["k_wide"],
+    n_clusters: int = LEARNED_DEFAULTS["n_clusters"],
+    max_iter: int = LEARNED_DEFAULTS["max_iter"],
+    learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
     seed: int = 0,
 ) -> LearnedRouter:
     """Fit on seen models' train rows; pick the iteration count on their val rows."""

@@ -52,7 +52,7 @@ FEATURE_NAMES = (
 class PairFeatures:
     """Builds ``(N, K, F)`` feature arrays for N queries x K candidates."""
 
-    def __init__(self, index: ProbeIndex, clusters: ProbeClusters, k: int = 10, k_wide: int = 50, chunk: int = 1024):
+    def __init__(self, index: ProbeIndex, clusters: ProbeClusters, k: int = 10, k_wide: int = 40, chunk: int = 1024):
         self.index = index
         self.clusters = clusters
         self.k = int(k)

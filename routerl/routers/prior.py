@@ -26,3 +26,12 @@ def descriptor_prior(desc: ModelDescriptor, domain: str | None, default: float =
 def descriptor_priors(candidates: Sequence[ModelDescriptor], domain: str | None) -> np.ndarray:
     """``(K,)`` ``descriptor_prior`` of each candidate."""
     return np.array([descriptor_prior(d, domain) for d in candidates], dtype=np.float64)
+
+
+def shrink(estimate: np.ndarray, count: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """``(estimate * count + prior * weight) / (count + weight)``: an evidence mean over ``count``
+    results shrunk toward ``prior`` by ``weight`` pseudo-results; ``prior`` where ``count`` is 0.
+    All arrays share one shape."""
+    est = np.where(count > 0, np.nan_to_num(estimate), 0.0)
+    total = count + weight
+    return np.where(total > 0, (est * count + prior * weight) / np.where(total > 0, total, 1.0), prior)
