@@ -1,0 +1,1 @@
+"""Benchmarks of the serving path (``routerl bench``); see ``routerl.bench.service``."""

@@ -1,0 +1,38 @@
+"""``routerl bench`` pieces (not a timed test): percentiles, medians, the report, one tiny level
+against an in-process server."""
+
+from __future__ import annotations
+
+from test_server_service import start
+
+from routerl.bench.service import LevelResult, VariantResult, format_report, measure_level, median_result, percentile
+
+
+def test_percentile():
+    assert percentile([], 50) == 0.0
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile(range(101), 95) == 95
+
+
+def result(name, p50, rss):
+    return VariantResult(name, "r", {}, {}, health_p50_ms=0.5, list_models_p50_ms=0.6, rss_start_mib=50, rss_peak_mib=rss,
+                         levels=[LevelResult(1, 100, 0, 0.1, p50, p50 * 2, p50 * 3, p50)])
+
+
+def test_median_and_report():
+    med = median_result("m", [result("a", 1.0, 60), result("b", 3.0, 70), result("c", 2.0, 65)])
+    assert med.level(1).p50_ms == 2.0 and med.rss_peak_mib == 65 and med.repeats == 3
+    report = format_report([result("baseline (cache=false)", 2.0, 100), med], "routerl bench --compare cache=false")
+    assert "`routerl bench --compare cache=false`" in report and "medians of 3 interleaved runs" in report
+    assert "| baseline (cache=false) |" in report and "measured / baseline: c=1: p50 1.00x" in report
+    assert "c=1 Route p50 = 4.00x the health-check floor" in report
+
+
+def test_measure_level_against_a_server(tmp_path):
+    srv = start(tmp_path)
+    try:
+        level = measure_level(f"127.0.0.1:{srv.port}", concurrency=2, requests=10)
+    finally:
+        srv.stop(0).wait()
+        srv.close()
+    assert level.errors == 0 and level.requests == 10 and 0 < level.p50_ms <= level.p99_ms and level.rps > 0
