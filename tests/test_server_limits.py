@@ -134,6 +134,32 @@ def test_load_is_shed_with_resource_exhausted_and_no_registration_is_lost(tmp_pa
         stop(srv)
 
 
+class SerialSlowRouter(SlowRouter):
+    thread_safe = False
+
+
+def test_a_router_that_is_not_thread_safe_runs_one_call_and_sheds_the_waiters(tmp_path):
+    srv = start(tmp_path, router=SerialSlowRouter(0.4), workers=4, max_queue=1, queue_timeout_s=0.15)
+    try:
+        assert srv.route_lane.concurrency == 1 and srv.registry_lane.concurrency == 4
+        with RouterClient(f"127.0.0.1:{srv.port}", timeout=5) as c:
+            def route(_):
+                t0 = time.monotonic()
+                try:
+                    c.route("q")
+                    return CODE.OK, time.monotonic() - t0
+                except RouterClientError as exc:
+                    return exc.code, time.monotonic() - t0
+
+            with ThreadPoolExecutor(3) as pool:
+                results = list(pool.map(route, range(3)))
+        codes = sorted(code.name for code, _ in results)
+        assert codes == ["OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"], results
+        assert all(s < 0.35 for code, s in results if code != CODE.OK), "waiters are shed, not held on the router's lock"
+    finally:
+        stop(srv)
+
+
 # -- batching ------------------------------------------------------------------------------------
 class BatchRouter(DescriptorScoreRouter):
     """decide_batch records batch sizes; decide (per request) is counted separately."""

@@ -7,10 +7,14 @@ Modules, one job each:
 * ``convert``: protobuf messages <-> ``ModelDescriptor``, enum names, update masks;
 * ``requests``: validation of route requests and the candidate pool filters;
 * ``router_loader``: which router the server runs (a baseline, the policy, or ``descriptor-score``);
-* ``service``: the ``routerl.v1.Router`` servicer (RPC logic, status codes);
-* ``handlers``: binds the servicer to gRPC with strict request decoding;
+* ``service``: the ``routerl.v1.Router`` servicer (RPC logic, status codes, paged listings);
+* ``batching``: micro-batching of concurrent ``Route`` calls for routers with ``decide_batch``;
+* ``admission``: load limits (bounded concurrency and a bounded, time-limited queue per lane);
+* ``auth``: bearer tokens (routing and admin), compared in constant time, never logged;
+* ``observe``: Prometheus metrics, the JSON access log, request ids;
+* ``handlers``: binds the servicer to gRPC: strict decoding, auth, lanes, metrics, access log;
 * ``config``: ``ServerConfig`` (flags and YAML);
-* ``app``: server lifecycle (start, health, reflection, graceful shutdown).
+* ``app``: server lifecycle (start, TLS, health, reflection, metrics endpoint, graceful shutdown).
 
 The client lives in ``routerl.client``. Importing this package imports nothing heavy.
 """

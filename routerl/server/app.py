@@ -95,15 +95,18 @@ class RouterServer:
             raise
         self.metrics = ServerMetrics()
         self.metrics.watch_store(self.store)
-        self.route_lane = Lane("route", config.workers, config.max_queue, config.queue_timeout_s)
-        self.registry_lane = Lane("registry", config.workers, config.max_queue, config.queue_timeout_s)
-        for lane in (self.route_lane, self.registry_lane):
-            self.metrics.watch_lane(lane)
         self.service = RouterService(
             self.store, self.router, config.request_limits,
             max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
             response_limit_bytes=config.max_send_bytes, on_batch=self.metrics.batch_size.observe,
         )  # fmt: skip
+        # A router that is neither thread-safe nor batching decides one request at a time: more
+        # Route calls "running" would only wait on its lock, beyond the queue's bounds.
+        parallel = getattr(self.router, "thread_safe", False) or self.service.batcher is not None
+        self.route_lane = Lane("route", config.workers if parallel else 1, config.max_queue, config.queue_timeout_s)
+        self.registry_lane = Lane("registry", config.workers, config.max_queue, config.queue_timeout_s)
+        for lane in (self.route_lane, self.registry_lane):
+            self.metrics.watch_lane(lane)
         self.guard = CallGuard(
             auth=self.auth, route_lane=self.route_lane, registry_lane=self.registry_lane, metrics=self.metrics,
             access_log=config.access_log != "off", log_queries=config.log_queries, default_mode=config.default_mode,
@@ -155,8 +158,8 @@ class RouterServer:
         if not self.auth.enabled and not _is_loopback(cfg.host):
             log.warning("serving on %s without auth: anyone who can reach it may change the registry", cfg.host)
         log.info(
-            "serving router %s: %d calls at once and %d waiting per lane (wait <= %gs)%s%s%s%s",
-            self.router.name, cfg.workers, cfg.max_queue, cfg.queue_timeout_s,
+            "serving router %s: %d Route and %d registry calls at once, %d waiting per lane (wait <= %gs)%s%s%s%s",
+            self.router.name, self.route_lane.concurrency, self.registry_lane.concurrency, cfg.max_queue, cfg.queue_timeout_s,
             f", batches of <= {cfg.max_batch}" if self.service.batcher is not None else "",
             ", TLS" if self.tls is not None else "",
             ", token auth" if self.auth.enabled else "",
