@@ -42,14 +42,15 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if abs(den) > 1e-12 else None
 
 
-def _outcome(table: OutcomeTable, mask: np.ndarray, row: dict) -> tuple[float, float]:
+def _outcome(table: OutcomeTable, available: np.ndarray, mask: np.ndarray, row: dict) -> tuple[float, float]:
+    """``(score of the final model, summed cost of every call)``; ``available`` is ``table.available``."""
     i = table.prompt_index(row["prompt_id"])
     cost = 0.0
     for model in row["models"]:
         if not table.has_model(model):
             raise ValueError(f"router {row['router']!r} called {model!r}, unknown in dataset {table.name!r}")
         j = table.model_index(model)
-        if not (mask[j] and table.available[i, j]):
+        if not (mask[j] and available[i, j]):
             raise ValueError(
                 f"router {row['router']!r} called {model!r} on {row['prompt_id']!r}: not in its {row['pool']} pool"
             )
@@ -62,6 +63,7 @@ def router_curves(
 ) -> dict[tuple[str, str, str], dict[float, dict[str, tuple[float, float, str]]]]:
     """``{(dataset, pool, router): {knob: {prompt_id: (score, cost_usd, final)}}}``."""
     masks: dict[tuple[str, str], np.ndarray] = {}
+    available = {name: table.available for name, table in tables.items()}  # a property: compute once
     out: dict = defaultdict(lambda: defaultdict(dict))
     for row in rows:
         table = tables.get(row["dataset"])
@@ -70,7 +72,7 @@ def router_curves(
         key = (row["dataset"], row["pool"])
         if key not in masks:
             masks[key] = pool_masks(table, splits, [row["pool"]])[row["pool"]]
-        score, cost = _outcome(table, masks[key], row)
+        score, cost = _outcome(table, available[row["dataset"]], masks[key], row)
         cell = out[(row["dataset"], row["pool"], row["router"])][row["knob"]]
         if row["prompt_id"] in cell:
             raise ValueError(f"two decisions for {row['router']!r} {row['pool']} knob {row['knob']} on {row['prompt_id']!r}")

@@ -104,10 +104,11 @@ def run_router(
     if callable(prepare):
         prepare(queries)
     knobs = [float(k) for k in knobs]
+    available = table.available  # (P, M); a computed property, so read it once
     start, skipped = time.monotonic(), 0
     for prompt, query in zip(prompts, queries):
         for pool, mask in masks.items():
-            candidates = [descriptors[table.models[j]] for j in table.pool(prompt, mask)]
+            candidates = [descriptors[table.models[j]] for j in np.flatnonzero(available[prompt] & mask)]
             if not candidates:
                 skipped += 1
                 continue

@@ -30,9 +30,10 @@ def train_accuracy(table: OutcomeTable, splits: Splits | None) -> dict[str, floa
     """Mean train-split score of each priced *seen* model of ``table`` (unseen rows are not read)."""
     train = table.prompts_in("train")
     seen = table.seen_mask(splits) & table.priced
+    have = table.available[train]
     out: dict[str, float] = {}
     for j in np.flatnonzero(seen):
-        rows = train[table.available[train, j]]
+        rows = train[have[:, j]]
         if rows.size:
             out[table.models[j]] = float(table.score[rows, j].mean())
     return out

@@ -70,12 +70,13 @@ def seen_model_pairs(
     emb = embedder.embed([table.prompt_text[i] for i in prompts])
     tokens = query_tokens(table, prompts)
     domains = [table.domain[i] for i in prompts]
+    available = table.available[prompts]
     xs, ys = [], []
     for model, desc in descriptors.items():
         j = table.model_index(model)
         if not seen[j]:
             raise ValueError(f"model {model!r} is not a seen model: its rows may not be used for fitting")
-        have = table.available[prompts, j]
+        have = available[:, j]
         if not have.any():
             continue
         idx = np.flatnonzero(have)
