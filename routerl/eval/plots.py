@@ -18,8 +18,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 MARKERS = "osD^v<>pP*Xh"
 
 
-def plot_curves(metrics: dict, path: str | Path, title: str | None = None) -> Path:
-    """Write the curves figure to ``path`` (PNG) and return the path."""
+def plot_curves(metrics: dict, path: str | Path, title: str | None = None, dpi: int = 110) -> Path:
+    """Write the curves figure to ``path`` (PNG at ``dpi``) and return the path."""
     panels = [(ds, pool, info) for ds, d in metrics["datasets"].items() for pool, info in d["pools"].items()]
     if not panels:
         raise ValueError("no decisions to plot")
@@ -69,6 +69,6 @@ def plot_curves(metrics: dict, path: str | Path, title: str | None = None) -> Pa
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
