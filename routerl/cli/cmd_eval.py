@@ -110,9 +110,12 @@ def load_checkpoint_router(path: str, resources):
     loader = getattr(module, "load_policy_router", None)
     if loader is None:
         raise CliError("--router: routerl.policy.router has no load_policy_router(path)")
-    if "resources" in inspect.signature(loader).parameters:
-        return loader(path, resources=resources)
-    return loader(path)
+    try:
+        if "resources" in inspect.signature(loader).parameters:
+            return loader(path, resources=resources)
+        return loader(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CliError(f"--router: cannot load the policy checkpoint {path}: {exc}") from None
 
 
 def _router_names() -> list[str]:
@@ -167,7 +170,11 @@ def _evaluate(args, tables, splits, knobs, pools, specs, out: Path) -> dict:
         resources = RouterResources(table=table, splits=splits, seed=args.seed, cache_dir=args.cache_dir, embedder=args.embedder)
         for label, name, options in specs:
             t0 = time.monotonic()
-            router = build_router(name, resources, **options) if name else load_checkpoint_router(label, resources)
+            if name:
+                router = build_router(name, resources, **options)
+            else:  # a checkpoint: report it under the policy's own name (e.g. policy:<dir>)
+                router = load_checkpoint_router(label, resources)
+                label = getattr(router, "name", "") or label
             t1 = time.monotonic()
             n = write_decisions(run_router(router, label, table, splits, prompts, descriptors, pools, knobs), decisions_path, append=True)
             t2 = time.monotonic()
