@@ -23,6 +23,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -157,9 +158,11 @@ class OutcomeTable:
         """``(M,)`` bool: the model has a public price (else it never enters a pool)."""
         return np.isfinite(self.input_price) & np.isfinite(self.output_price)
 
-    @property
+    @cached_property
     def available(self) -> np.ndarray:
-        """``(P, M)`` bool: a scored, priced row exists (the model may be in this prompt's pool)."""
+        """``(P, M)`` bool: a scored, priced row exists (the model may be in this prompt's pool).
+        Computed once: the table's rows never change after loading (score values may be replaced
+        by a copy, as tests do, but never their presence)."""
         return np.isfinite(self.score) & np.isfinite(self.cost)
 
     def prompts_in(self, split: str) -> np.ndarray:
