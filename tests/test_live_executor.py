@@ -256,3 +256,25 @@ def test_provider_pool_serves_models_registered_later(zeroeval_table, replay, of
     assert pool.get(repriced) is not pool.get(late) and pool.get(repriced).input_price_per_mtok == 0.3
     assert pool.get(late.with_changes(endpoint=None)) is None
     pool.close()
+
+
+def test_per_request_limits_listener_and_cancel(zeroeval_table, replay, offline):
+    """What a server passes per request: lower rounds/budget/timeout, a listener, a cancel check."""
+    query, gold = prompt(zeroeval_table, "crux/crux-test-#131")
+    cands = with_endpoints(replay, [offline[CHEAP], offline[STRONG]])
+    router = CheckedEscalation(CHEAP, STRONG, lambda text: score_exact(text, gold) == 1.0)
+    ex = executor(cands, router, max_rounds=3)
+    seen = []
+    one = ex.complete(query, cands, 0.0, max_rounds=1, on_call=seen.append)
+    assert one.stop == "max_rounds" and [c.model_id for c in one.calls] == [CHEAP]
+    assert seen == one.calls and seen[0].think == f"start cheap with {CHEAP}"
+    assert ex.complete(query, cands, 0.0, max_rounds=10).rounds == 2  # never above the executor's 3, and it accepted
+    cheap_est = offline[CHEAP].estimate_cost_usd(query.tokens)
+    capped = ex.complete(query, cands, 0.0, budget_usd=cheap_est * 2)
+    assert capped.stop == "budget" and [c.status for c in capped.calls] == ["ok", "skipped"]
+    gone = ex.complete(query, cands, 0.0, cancelled=lambda: True)
+    assert gone.stop == "cancelled" and not gone.calls and not gone.ok
+    late = ex.complete(query, cands, 0.0, timeout_s=0.0)
+    assert late.stop == "deadline" and not late.calls
+    with pytest.raises(ValueError, match="max_rounds"):
+        ex.complete(query, cands, 0.0, max_rounds=0)

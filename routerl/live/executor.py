@@ -24,6 +24,11 @@ the cheapest acceptable model (overall probe score >= ``min_acceptable_score``),
 
 Every call is reported (``CallRecord``: model, round, status ok/failed/skipped with a reason,
 latency, tokens, cost, whether it was a fallback) and counted in the ``SpendLedger``.
+
+Per request, ``complete()`` may lower the executor's settings (``max_rounds``, ``budget_usd``,
+``timeout_s``: the lower of the two applies), pass ``on_call`` (called with each ``CallRecord``
+as it is recorded: a server streams them) and ``cancelled`` (checked before each call: a caller
+that went away stops the request, ``stop='cancelled'``).
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Mapping, Protocol, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Literal, Mapping, Protocol, Sequence
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.live.accounting import SpendLedger
@@ -44,7 +49,7 @@ from routerl.routers.base import Attempt, Decision, Query, Router
 log = logging.getLogger(__name__)
 
 KEY_BUDGET_POLICIES = ("cheapest", "refuse")
-Stop = Literal["accepted", "max_rounds", "budget", "failed", "refused", "deadline"]
+Stop = Literal["accepted", "max_rounds", "budget", "failed", "refused", "deadline", "cancelled"]
 
 
 class Provider(Protocol):
@@ -62,6 +67,7 @@ class CallRecord:
     ``status``: ``ok`` (answered), ``failed`` (called, no answer: ``reason`` says why, e.g.
     ``timeout: no answer within 2 s``) or ``skipped`` (not called: ``reason`` says why, e.g. the
     estimated cost exceeds the budget left). ``fallback``: the router had chosen another model.
+    ``think``: the router's think text of this call's round.
     """
 
     round: int
@@ -74,6 +80,7 @@ class CallRecord:
     cost_usd: float = 0.0
     fallback: bool = False
     text: str = ""
+    think: str = ""
 
 
 @dataclass
@@ -83,7 +90,7 @@ class CompletionResult:
     ``answer``/``final_model``: the final answer and who gave it (None when no call succeeded).
     ``calls``: every model considered, in order. ``think``: the router's think text per round.
     ``fallback``: some call fell back from the router's choice. ``stop``: why the request ended
-    (``accepted``, ``max_rounds``, ``budget``, ``failed``, ``refused``, ``deadline``);
+    (``accepted``, ``max_rounds``, ``budget``, ``failed``, ``refused``, ``deadline``, ``cancelled``);
     ``message``: the same in words.
     """
 
@@ -191,27 +198,58 @@ class Executor:
         knob: float,
         *,
         key: str | None = None,
+        max_rounds: int | None = None,
+        budget_usd: float | None = None,
+        timeout_s: float | None = None,
+        on_call: Callable[[CallRecord], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> CompletionResult:
-        """Answer ``query`` with models from ``candidates`` (see the module docstring)."""
+        """Answer ``query`` with models from ``candidates`` (see the module docstring).
+
+        ``max_rounds``, ``budget_usd`` and ``timeout_s`` lower the executor's own settings for
+        this request (the lower value applies); ``on_call`` sees each ``CallRecord`` as it is
+        recorded; ``cancelled`` returning True stops the request before its next call.
+        """
         if isinstance(query, str):
             query = Query(text=query)
         if not candidates:
             raise ValueError("field 'candidates': no candidate models to route to")
+        if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1):
+            raise ValueError(f"field 'max_rounds': must be an integer >= 1, got {max_rounds!r}")
+        rounds = self.max_rounds if max_rounds is None else min(self.max_rounds, max_rounds)
+        timeout = _lowest(self.timeout_s, _positive_or_none("timeout_s", timeout_s))
+        request_budget = _lowest(self.budget_usd, _positive_or_none("budget_usd", budget_usd))
+
+        def run(budget: float | None) -> _Run:
+            return _Run(self, query, candidates, knob, key, budget, max_rounds=rounds, timeout_s=timeout,
+                        on_call=on_call, cancelled=cancelled)
+
         self.ledger.record_request(key)
         if self.ledger.exhausted(key):
-            run = _Run(self, query, candidates, knob, key, self.budget_usd)
             if self.key_budget_policy == "refuse":
-                return run.finish("refused", f"the budget of key {key or 'anonymous'} (${self.ledger.budget_usd(key):g}) is spent")
-            return run.cheapest_acceptable()
-        limits = [b for b in (self.budget_usd, self.ledger.remaining_usd(key)) if b is not None]
-        return _Run(self, query, candidates, knob, key, min(limits) if limits else None).routed()
+                return run(request_budget).finish(
+                    "refused", f"the budget of key {key or 'anonymous'} (${self.ledger.budget_usd(key):g}) is spent")
+            return run(request_budget).cheapest_acceptable()
+        return run(_lowest(request_budget, self.ledger.remaining_usd(key))).routed()
+
+
+def _lowest(*values: float | None) -> float | None:
+    """The smallest of the values that are not None (None when all are)."""
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 class _Run:
     """The state of one request (kept off the shared ``Executor``, so requests may run in parallel)."""
 
-    def __init__(self, ex: Executor, query: Query, candidates: Sequence[ModelDescriptor], knob: float, key: str | None, budget: float | None):
+    def __init__(self, ex: Executor, query: Query, candidates: Sequence[ModelDescriptor], knob: float, key: str | None,
+                 budget: float | None, *, max_rounds: int | None = None, timeout_s: float | None = None,
+                 on_call: Callable[[CallRecord], None] | None = None, cancelled: Callable[[], bool] | None = None):
         self.ex = ex
+        self.max_rounds = ex.max_rounds if max_rounds is None else max_rounds
+        self.timeout_s = timeout_s if timeout_s is not None else ex.timeout_s
+        self.on_call = on_call
+        self.cancelled = cancelled
         self.query = query
         self.candidates = list(candidates)
         self.by_id = {c.id: c for c in candidates}
@@ -229,7 +267,7 @@ class _Run:
 
     # -- modes ---------------------------------------------------------------------------------
     def routed(self) -> CompletionResult:
-        for rnd in range(1, self.ex.max_rounds + 1):
+        for rnd in range(1, self.max_rounds + 1):
             decision = self.ex.router.decide(self.query, self.candidates, self.knob, tuple(self.attempts))
             self.result.think.append(decision.think)
             if decision.action == "accept":
@@ -239,7 +277,7 @@ class _Run:
             stop = self.call_in_order(rnd, self.fallback_order(decision))
             if stop is not None:
                 return stop
-        return self.finish("max_rounds", f"{self.ex.max_rounds} round(s) used; the last answer is final")
+        return self.finish("max_rounds", f"{self.max_rounds} round(s) used; the last answer is final")
 
     def cheapest_acceptable(self) -> CompletionResult:
         """The key's budget is spent: the cheapest acceptable model, one round, no router."""
@@ -281,9 +319,11 @@ class _Run:
                 budget_skips += 1
                 self.record(CallRecord(rnd, model_id, "skipped", f"budget: estimated cost ${est:.6f} exceeds the ${max(left, 0):.6f} left", fallback=fallback))
                 continue
+            if self.cancelled is not None and self.cancelled():
+                return self.finish("cancelled", "the caller went away")
             time_left = self.time_left()
             if time_left is not None and time_left <= 0:
-                return self.finish("deadline", f"the request's {self.ex.timeout_s:g} s ran out")
+                return self.finish("deadline", f"the request's {self.timeout_s:g} s ran out")
             if self.call(rnd, desc, fallback, time_left):
                 return None
         if budget_skips:
@@ -324,14 +364,21 @@ class _Run:
         return True
 
     def record(self, call: CallRecord) -> None:
+        if not call.think and 0 < call.round <= len(self.result.think) and self.result.think[call.round - 1]:
+            call = replace(call, think=self.result.think[call.round - 1])
         self.result.calls.append(call)
         if call.fallback and call.status != "skipped":
             self.result.fallback = True
+        if self.on_call is not None:
+            try:
+                self.on_call(call)
+            except Exception:  # noqa: BLE001 - a listener's fault must not fail the request
+                log.exception("on_call listener failed")
 
     def time_left(self) -> float | None:
-        if self.ex.timeout_s is None:
+        if self.timeout_s is None:
             return None
-        return self.ex.timeout_s - (time.monotonic() - self.started)
+        return self.timeout_s - (time.monotonic() - self.started)
 
     def finish(self, stop: Stop, message: str) -> CompletionResult:
         if self.attempts:
