@@ -24,7 +24,9 @@ def test_service_shape():
 
     service = pb.DESCRIPTOR.services_by_name["Router"]
     assert service.full_name == "routerl.v1.Router"
-    assert {m.name for m in service.methods} == {"Route", "RegisterModel", "UpdateModel", "RemoveModel", "GetModel", "ListModels"}
+    assert {m.name for m in service.methods} == {"Route", "RegisterModel", "UpdateModel", "RemoveModel", "GetModel", "ListModels",
+                                                 "Complete", "CompleteStream"}
+    assert [m.name for m in service.methods if m.server_streaming] == ["CompleteStream"]
     fields = {f.name for f in pb.ModelDescriptor.DESCRIPTOR.fields}
     assert {"id", "input_price_per_mtok", "output_price_per_mtok", "latency_ms", "context_window", "sample_scores",
             "description", "tags", "sample_counts", "probe_results", "mean_output_tokens", "endpoint"} <= fields
@@ -32,3 +34,10 @@ def test_service_shape():
     assert "model_id" in pb.RouteResponse.DESCRIPTOR.fields_by_name
     assert "models" in pb.ListModelsResponse.DESCRIPTOR.fields_by_name
     assert "id" in pb.RemoveModelRequest.DESCRIPTOR.fields_by_name and "id" in pb.GetModelRequest.DESCRIPTOR.fields_by_name
+    request = pb.CompleteRequest.DESCRIPTOR.fields_by_name
+    route = pb.RouteRequest.DESCRIPTOR.fields_by_name
+    for name in ("query", "knob", "mode", "allow", "deny", "limits", "domain", "prompt_tokens", "request_id"):
+        assert request[name].number == route[name].number and request[name].type == route[name].type, name
+    assert {"max_rounds", "budget_usd", "key_id"} <= set(request)
+    assert {"answer", "model_id", "attempts", "total_cost_usd", "think", "request_id", "router", "stop"} <= set(
+        pb.CompleteResponse.DESCRIPTOR.fields_by_name)

@@ -7,12 +7,17 @@
         --tls-cert server.crt --tls-key server.key \
         --auth-token-env ROUTERL_TOKEN --admin-token-env ROUTERL_ADMIN_TOKEN --metrics-port 9464
 
+    # Complete: answer queries through the registered models' endpoints, within budgets
+    routerl serve --complete-max-rounds 2 --complete-budget-usd 0.05 --provider-timeout 30 \
+        --key-budget-usd 10 --key-budget tenant-a=50 --key-budget-policy refuse
+
 Prints ``listening on HOST:PORT`` once it accepts calls; SIGTERM/SIGINT drain and stop it.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 from routerl.cli.client_args import key_values
 
@@ -54,6 +59,23 @@ def register(subparsers) -> None:
     obs.add_argument("--metrics-host", help="address of the metrics endpoint (default: --host)")
     obs.add_argument("--access-log", help="one JSON line per call: '-' stderr (default), a file path, or 'off'")
     obs.add_argument("--log-queries", action="store_true", default=None, help="include query text in the access log")
+    comp = p.add_argument_group("Complete (calls models through their registered endpoints)")
+    comp.add_argument("--complete-workers", type=int, help="Complete calls running at once, in their own lane (default 8)")
+    comp.add_argument("--complete-max-rounds", type=int, help="most model-calling rounds per request (default 2)")
+    comp.add_argument("--complete-budget-usd", type=float, help="spend cap per request in USD (default none)")
+    comp.add_argument("--complete-timeout", type=float, dest="complete_timeout_s",
+                      help="time limit per request in seconds (default 120; a caller's deadline may cut it)")
+    comp.add_argument("--provider-timeout", type=float, dest="provider_timeout_s", help="timeout per model call in seconds (default 60)")
+    comp.add_argument("--provider-retries", type=int, help="tries per model call on 429/5xx/connection errors (default 3)")
+    comp.add_argument("--provider-backoff", type=float, dest="provider_backoff_s",
+                      help="first retry wait in seconds, doubled per retry (default 0.5)")
+    comp.add_argument("--provider-max-tokens", type=int, help="cap on answer tokens per model call (default none)")
+    comp.add_argument("--key-budget-usd", type=float, help="budget of every caller key in USD (default unlimited)")
+    comp.add_argument("--key-budget", action="append", metavar="KEY=USD", help="budget of one caller key (repeatable)")
+    comp.add_argument("--key-budget-policy", choices=["cheapest", "refuse"],
+                      help="a key past its budget: call the cheapest acceptable model (default), or refuse (FAILED_PRECONDITION)")
+    comp.add_argument("--key-budget-min-score", type=float,
+                      help="overall probe score a model needs to be 'acceptable' for the cheapest policy (default 0)")
     p.set_defaults(func=run)
 
 
@@ -69,11 +91,20 @@ def run(args: argparse.Namespace) -> int:
                      "checkpoint", "data", "splits", "grace_s", "max_query_chars", "max_think_budget", "default_mode",
                      "max_queue", "queue_timeout_s", "max_batch", "batch_wait_ms", "tls_cert", "tls_key",
                      "auth_token_env", "auth_token_file", "admin_token_env", "admin_token_file", "metrics_port",
-                     "metrics_host", "access_log", "log_queries")
+                     "metrics_host", "access_log", "log_queries", "complete_workers", "complete_max_rounds",
+                     "complete_budget_usd", "complete_timeout_s", "provider_timeout_s", "provider_retries",
+                     "provider_backoff_s", "provider_max_tokens", "key_budget_usd", "key_budget_policy",
+                     "key_budget_min_score")
     }
     if args.router_opt:
         overrides["router_options"] = {**config.router_options, **key_values(args.router_opt, "--router-opt")}
+    if args.key_budget:
+        overrides["key_budgets"] = {**config.key_budgets, **key_values(args.key_budget, "--key-budget", float)}
     config = config.with_overrides(overrides)
+    if not getattr(args, "verbose", False):
+        # Complete's provider calls would log one INFO line per HTTP request; the access log has them.
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return serve(config)
     except (StoreError, OSError) as exc:

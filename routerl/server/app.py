@@ -6,10 +6,12 @@ standard health checking (``grpc.health.v1.Health``: SERVING for ``""`` and
 ``routerl.v1.Router``) and server reflection. ``stop(grace)`` marks health NOT_SERVING, stops
 accepting RPCs and lets those in flight finish for up to ``grace`` seconds.
 
-Around the service (``routerl.server.handlers``): bearer-token auth (``auth``), two bounded
-lanes of calls (``admission``), micro-batching for routers with ``decide_batch`` (``batching``),
-Prometheus metrics on ``--metrics-port`` and a JSON access log (``observe``); TLS when
-``tls_cert``/``tls_key`` are set.
+Around the service (``routerl.server.handlers``): bearer-token auth (``auth``), three bounded
+lanes of calls (``admission``: Route, registry, Complete), micro-batching for routers with
+``decide_batch`` (``batching``), Prometheus metrics on ``--metrics-port`` and a JSON access log
+(``observe``); TLS when ``tls_cert``/``tls_key`` are set. ``Complete`` runs through one
+``Completer`` (``complete``) built here: the server's router, the registry's models with
+endpoints, one ``SpendLedger`` whose counters are in the server's metrics.
 
 ``serve(config)`` is the blocking entry point of ``routerl serve``: it prints one line
 ``listening on HOST:PORT`` (the real port when ``port`` is 0) once the server accepts calls (and
@@ -34,6 +36,7 @@ from routerl.descriptors.catalog import load_catalog
 from routerl.routers.base import Router
 from routerl.server.admission import Lane
 from routerl.server.auth import TokenAuth, read_token
+from routerl.server.complete import Completer, LockedRouter
 from routerl.server.config import ServerConfig
 from routerl.server.handlers import SERVICE_NAME, CallGuard, add_router_service
 from routerl.server.observe import ServerMetrics, configure_access_log
@@ -100,15 +103,30 @@ class RouterServer:
             max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
             response_limit_bytes=config.max_send_bytes, on_batch=self.metrics.batch_size.observe,
         )  # fmt: skip
+        try:
+            # Complete decides under the same router lock as Route (the router may not be thread-safe).
+            self.completer = Completer(
+                self.store, LockedRouter(self.router, self.service.router_lock), config.request_limits,
+                config.complete_settings, prometheus_registry=self.metrics.registry, metrics=self.metrics,
+            )  # fmt: skip
+        except BaseException:
+            self.service.close()
+            if store is None:
+                self.store.close()
+            raise
+        self.service.completer = self.completer
         # A router that is neither thread-safe nor batching decides one request at a time: more
         # Route calls "running" would only wait on its lock, beyond the queue's bounds.
         parallel = getattr(self.router, "thread_safe", False) or self.service.batcher is not None
         self.route_lane = Lane("route", config.workers if parallel else 1, config.max_queue, config.queue_timeout_s)
         self.registry_lane = Lane("registry", config.workers, config.max_queue, config.queue_timeout_s)
-        for lane in (self.route_lane, self.registry_lane):
+        # Complete calls spend most of their time waiting on providers, not on the router.
+        self.complete_lane = Lane("complete", config.complete_workers, config.max_queue, config.queue_timeout_s)
+        for lane in (self.route_lane, self.registry_lane, self.complete_lane):
             self.metrics.watch_lane(lane)
         self.guard = CallGuard(
-            auth=self.auth, route_lane=self.route_lane, registry_lane=self.registry_lane, metrics=self.metrics,
+            auth=self.auth, route_lane=self.route_lane, registry_lane=self.registry_lane,
+            complete_lane=self.complete_lane, metrics=self.metrics,
             access_log=config.access_log != "off", log_queries=config.log_queries, default_mode=config.default_mode,
         )  # fmt: skip
         self.health = health.HealthServicer()
@@ -158,8 +176,9 @@ class RouterServer:
         if not self.auth.enabled and not _is_loopback(cfg.host):
             log.warning("serving on %s without auth: anyone who can reach it may change the registry", cfg.host)
         log.info(
-            "serving router %s: %d Route and %d registry calls at once, %d waiting per lane (wait <= %gs)%s%s%s%s",
-            self.router.name, self.route_lane.concurrency, self.registry_lane.concurrency, cfg.max_queue, cfg.queue_timeout_s,
+            "serving router %s: %d Route, %d registry and %d Complete calls at once, %d waiting per lane (wait <= %gs)%s%s%s%s",
+            self.router.name, self.route_lane.concurrency, self.registry_lane.concurrency, self.complete_lane.concurrency,
+            cfg.max_queue, cfg.queue_timeout_s,
             f", batches of <= {cfg.max_batch}" if self.service.batcher is not None else "",
             ", TLS" if self.tls is not None else "",
             ", token auth" if self.auth.enabled else "",
@@ -186,7 +205,8 @@ class RouterServer:
             self._server.wait_for_termination()
 
     def close(self) -> None:
-        """Release everything (after ``stop()`` drained the calls): batcher, metrics endpoint, registry."""
+        """Release everything (after ``stop()`` drained the calls): batcher, providers, metrics
+        endpoint, registry."""
         self.service.close()
         self.metrics.close()
         self.store.close()

@@ -18,6 +18,18 @@ A config file holds the same names as the fields below (``routerl serve --config
     admin_token_env: ROUTERL_ADMIN_TOKEN
     metrics_port: 9464                # Prometheus /metrics (0: off)
     access_log: /var/log/routerl/access.jsonl   # "-": stderr, "off": none
+    # Complete: calls models through their registered endpoints
+    complete_workers: 8               # Complete calls running at once (their own lane)
+    complete_max_rounds: 2            # model-calling rounds per request (requests may ask fewer)
+    complete_budget_usd: 0.05         # per-request spend cap (requests may ask less); unset: none
+    complete_timeout_s: 120           # per-request time limit (the caller's deadline may be shorter)
+    provider_timeout_s: 60            # per model call
+    provider_retries: 3               # tries per call on 429/5xx/connection errors
+    provider_backoff_s: 0.5           # first retry wait, doubled per retry
+    key_budget_usd: 10.0              # every caller key's budget (unset: unlimited)
+    key_budgets: {tenant-a: 50.0}     # budgets of named keys
+    key_budget_policy: cheapest       # a key past its budget: cheapest acceptable model, or refuse
+    key_budget_min_score: 0.6         # "acceptable" for the cheapest policy (overall probe score)
 
 Flags given on the command line override the file. Unknown keys are an error naming them.
 """
@@ -32,6 +44,7 @@ from typing import Any, Mapping
 import yaml
 
 from routerl.routers.base import MODES
+from routerl.server.complete import KEY_ID_RE, CompleteSettings
 from routerl.server.requests import RequestLimits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +96,19 @@ class ServerConfig:
     metrics_host: str | None = None
     access_log: str = "-"
     log_queries: bool = False
+    # Complete (answering through the models' endpoints; see routerl.server.complete).
+    complete_workers: int = 8
+    complete_max_rounds: int = 2
+    complete_budget_usd: float | None = None
+    complete_timeout_s: float = 120.0
+    provider_timeout_s: float = 60.0
+    provider_retries: int = 3
+    provider_backoff_s: float = 0.5
+    provider_max_tokens: int | None = None
+    key_budget_usd: float | None = None
+    key_budgets: dict[str, float] = field(default_factory=dict)
+    key_budget_policy: str = "cheapest"
+    key_budget_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         def bounded(name: str, lo: float, hi: float) -> None:
@@ -103,6 +129,30 @@ class ServerConfig:
         bounded("max_batch", 1, 4096)
         bounded("batch_wait_ms", 0, 10_000)
         bounded("metrics_port", 0, 65535)
+        bounded("complete_workers", 1, 1024)
+        bounded("complete_max_rounds", 1, 64)
+        bounded("complete_timeout_s", 0.001, 86_400)
+        bounded("provider_timeout_s", 0.001, 86_400)
+        bounded("provider_retries", 1, 100)
+        bounded("provider_backoff_s", 0, 3600)
+        bounded("key_budget_min_score", 0, 1)
+        for name in ("complete_budget_usd", "key_budget_usd"):
+            if getattr(self, name) is not None:
+                bounded(name, 0, 1e12)
+        if self.provider_max_tokens is not None:
+            bounded("provider_max_tokens", 1, 10_000_000)
+        for name in ("complete_workers", "complete_max_rounds", "provider_retries"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"server config: field '{name}' must be an integer, got {getattr(self, name)!r}")
+        if not isinstance(self.key_budgets, dict):
+            raise ValueError("server config: field 'key_budgets' must be a mapping of key id -> USD")
+        for key, value in self.key_budgets.items():
+            if not isinstance(key, str) or not KEY_ID_RE.fullmatch(key):
+                raise ValueError(f"server config: field 'key_budgets': {key!r} is not a key id (1 to 64 letters, digits or ._:@/+-)")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"server config: field 'key_budgets.{key}' must be a finite number of USD >= 0, got {value!r}")
+        if self.key_budget_policy not in ("cheapest", "refuse"):
+            raise ValueError(f"server config: field 'key_budget_policy' must be cheapest or refuse, got {self.key_budget_policy!r}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("server config: fields 'tls_cert' and 'tls_key' go together")
         for name in ("auth_token", "admin_token"):
@@ -129,9 +179,26 @@ class ServerConfig:
         )
 
     @property
+    def complete_settings(self) -> CompleteSettings:
+        return CompleteSettings(
+            max_rounds=self.complete_max_rounds,
+            budget_usd=self.complete_budget_usd,
+            timeout_s=self.complete_timeout_s,
+            provider_timeout_s=self.provider_timeout_s,
+            provider_retries=self.provider_retries,
+            provider_backoff_s=self.provider_backoff_s,
+            provider_max_tokens=self.provider_max_tokens,
+            key_budget_usd=self.key_budget_usd,
+            key_budgets=dict(self.key_budgets),
+            key_budget_policy=self.key_budget_policy,
+            key_budget_min_score=self.key_budget_min_score,
+        )
+
+    @property
     def threads(self) -> int:
-        """RPC threads: every running or waiting call of both lanes, plus a few for health checks."""
-        return 2 * (self.workers + self.max_queue) + 4
+        """RPC threads: every running or waiting call of the three lanes (Route, registry,
+        Complete), plus a few for health checks."""
+        return 2 * (self.workers + self.max_queue) + self.complete_workers + self.max_queue + 4
 
     def catalog_path(self) -> Path | None:
         """The catalog to seed a new registry with (the default one when none is set and it exists)."""
@@ -160,6 +227,8 @@ class ServerConfig:
             raise ValueError(f"{path}: unknown setting '{unknown[0]}' (known: {', '.join(sorted(known))})")
         if "router_options" in raw and isinstance(raw["router_options"], dict):
             raw["router_options"] = {str(k): str(v) for k, v in raw["router_options"].items()}
+        if "key_budgets" in raw and isinstance(raw["key_budgets"], dict):
+            raw["key_budgets"] = {str(k): v for k, v in raw["key_budgets"].items()}
         try:
             return cls(**raw)
         except ValueError as exc:

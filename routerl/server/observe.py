@@ -11,12 +11,19 @@ and, with ``--metrics-port``, serves it over HTTP (``/metrics``) on its own port
   the summed ``est_cost_usd`` of routed decisions;
 * ``routerl_in_flight{lane}``, ``routerl_queue_depth{lane}``: calls running / waiting for a slot;
 * ``routerl_route_batch_size``: requests per ``decide_batch`` call (batching routers only);
-* ``routerl_registry_models``, ``routerl_registry_version``: read from the registry at scrape time.
+* ``routerl_registry_models``, ``routerl_registry_version``: read from the registry at scrape time;
+* ``routerl_completions_total{stop}``: ``Complete``/``CompleteStream`` requests by how they ended
+  (accepted, max_rounds, budget, failed, refused, deadline, cancelled);
+* the spend ledger of ``Complete`` (``routerl.live.accounting``) registers its counters here too:
+  ``routerl_model_calls_total{model,status}``, ``routerl_model_tokens_total{model,kind}``,
+  ``routerl_model_spend_usd_total{model}``, ``routerl_key_spend_usd_total{key}``.
 
 The access log (logger ``routerl.access``) gets one JSON object per call: ``ts``, ``request_id``,
 ``method``, ``status``, ``latency_ms``, ``peer``, and for ``Route`` the ``router``, ``mode``,
 ``knob``, ``model``, ``action``, ``est_cost_usd`` and ``registry_version`` (for registry calls the
-``model`` id concerned). It never holds a token, nor the query text unless ``log_queries`` is on.
+``model`` id concerned; for ``Complete`` the ``key``, ``model`` that answered, ``stop``,
+``attempts`` and ``cost_usd``). It never holds a token, nor the query text unless
+``log_queries`` is on.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class ServerMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.registry_models = Gauge("routerl_registry_models", "Models in the registry", registry=r)
         self.registry_version = Gauge("routerl_registry_version", "The registry version", registry=r)
+        self.completions = Counter("routerl_completions", "Complete requests by how they ended", ["stop"], registry=r)
         self._http = None
 
     def watch_lane(self, lane) -> None:
@@ -96,6 +104,9 @@ class ServerMetrics:
         self.routes.labels(model, action).inc()
         if action == "route" and est_cost_usd > 0:
             self.spend.labels(model).inc(est_cost_usd)
+
+    def observe_completion(self, stop: str) -> None:
+        self.completions.labels(stop).inc()
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text format (what ``/metrics`` serves)."""

@@ -8,7 +8,9 @@ field in the ``routerl-field`` trailing metadata).
 Status codes: INVALID_ARGUMENT (a bad field, named), NOT_FOUND (an unknown model id),
 ALREADY_EXISTS (a registered id), FAILED_PRECONDITION (no candidate left after the request's
 filters), DEADLINE_EXCEEDED (the caller's deadline passed), INTERNAL (a router or storage fault;
-nothing is half-written).
+nothing is half-written). ``Complete``/``CompleteStream`` are run by the ``Completer``
+(``routerl.server.complete``, which documents their statuses); without one they answer
+UNIMPLEMENTED.
 
 Routers with ``decide_batch`` are called through a ``MicroBatcher`` (``routerl.server.batching``)
 unless batching is off (``max_batch`` 1); the others per request. ``ListModels`` pages its answer
@@ -30,6 +32,7 @@ import grpc
 from routerl.descriptors.model import DescriptorError
 from routerl.routers.base import Router, RouteCall
 from routerl.server.batching import BatchTimeout, MicroBatcher, has_batch_api
+from routerl.server.complete import STOP_METADATA_KEY, CompleteFailure, Completer
 from routerl.server.convert import ACTION_VALUES, apply_update_mask, descriptor_from_proto, descriptor_to_proto
 from routerl.server.proto import router_pb2 as pb
 from routerl.server.requests import EmptyPoolError, RequestError, RequestLimits, candidate_pool, parse_route_request
@@ -39,13 +42,15 @@ log = logging.getLogger(__name__)
 
 
 class RpcFailure(Exception):
-    """An RPC's error answer: a status code, a message and, for INVALID_ARGUMENT, the field."""
+    """An RPC's error answer: a status code, a message and, for INVALID_ARGUMENT, the field;
+    ``metadata``: more trailing metadata pairs (e.g. ``routerl-stop`` of a Complete call)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str, field: str | None = None):
+    def __init__(self, code: grpc.StatusCode, message: str, field: str | None = None, metadata: tuple = ()):
         super().__init__(message)
         self.code = code
         self.message = message
         self.field = field
+        self.metadata = tuple(metadata)
 
 
 def _invalid(exc: RequestError | DescriptorError) -> RpcFailure:
@@ -76,6 +81,7 @@ class RouterService:
         self.response_limit_bytes = response_limit_bytes
         # Routers that do not declare themselves thread-safe are called one request at a time.
         self._router_lock = nullcontext() if getattr(router, "thread_safe", False) else threading.Lock()
+        self.completer: Completer | None = None  # set by the server: runs Complete/CompleteStream
         try:
             params = inspect.signature(router.decide).parameters
         except (TypeError, ValueError):
@@ -86,10 +92,44 @@ class RouterService:
             self.batcher = MicroBatcher(router, max_batch=max_batch, max_wait_s=batch_wait_s,
                                         lock=self._router_lock, on_batch=on_batch)
 
+    @property
+    def router_lock(self):
+        """The lock the router is called under (a no-op for thread-safe routers)."""
+        return self._router_lock
+
     def close(self) -> None:
-        """Stop the batcher (after deciding what it holds)."""
+        """Stop the batcher (after deciding what it holds) and close the providers' connections."""
         if self.batcher is not None:
             self.batcher.close()
+        if self.completer is not None:
+            self.completer.close()
+
+    # -- answering -----------------------------------------------------------------------------
+    def _completer(self) -> Completer:
+        if self.completer is None:
+            raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "Complete is not enabled on this server")
+        return self.completer
+
+    def Complete(self, request: pb.CompleteRequest, context, key: str = "anonymous") -> pb.CompleteResponse:
+        completer = self._completer()
+        try:
+            return completer.complete(request, context, key)
+        except RequestError as exc:
+            raise _invalid(exc) from None
+        except CompleteFailure as exc:
+            raise _complete_failure(exc) from None
+
+    def CompleteStream(self, request: pb.CompleteRequest, context, key: str = "anonymous"):
+        """An iterator of ``CompleteEvent`` (the request is checked before the first one)."""
+        completer = self._completer()
+        try:
+            events = completer.stream(request, context, key)
+            first = next(events)
+        except RequestError as exc:
+            raise _invalid(exc) from None
+        except CompleteFailure as exc:
+            raise _complete_failure(exc) from None
+        return _relay(first, events)
 
     # -- routing -------------------------------------------------------------------------------
     def Route(self, request: pb.RouteRequest, context) -> pb.RouteResponse:
@@ -238,6 +278,19 @@ class RouterService:
             used += size
             last_seq = seq
         return response
+
+
+def _complete_failure(exc: CompleteFailure) -> RpcFailure:
+    return RpcFailure(exc.code, exc.message, exc.field, metadata=((STOP_METADATA_KEY, exc.stop),))
+
+
+def _relay(first, events):
+    """Yield ``first`` and the rest of ``events``; a ``CompleteFailure`` becomes an ``RpcFailure``."""
+    yield first
+    try:
+        yield from events
+    except CompleteFailure as exc:
+        raise _complete_failure(exc) from None
 
 
 _RESPONSE_MARGIN = 512  # bytes kept free for the page token and the message's other fields

@@ -20,6 +20,24 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_UNSPECIFIED: _ClassVar[Action]
     ACTION_ROUTE: _ClassVar[Action]
     ACTION_ACCEPT: _ClassVar[Action]
+
+class AttemptStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTEMPT_STATUS_UNSPECIFIED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_OK: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_FAILED: _ClassVar[AttemptStatus]
+    ATTEMPT_STATUS_SKIPPED: _ClassVar[AttemptStatus]
+
+class Stop(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STOP_UNSPECIFIED: _ClassVar[Stop]
+    STOP_ACCEPTED: _ClassVar[Stop]
+    STOP_MAX_ROUNDS: _ClassVar[Stop]
+    STOP_BUDGET: _ClassVar[Stop]
+    STOP_FAILED: _ClassVar[Stop]
+    STOP_REFUSED: _ClassVar[Stop]
+    STOP_DEADLINE: _ClassVar[Stop]
+    STOP_CANCELLED: _ClassVar[Stop]
 MODE_UNSPECIFIED: Mode
 MODE_QUALITY: Mode
 MODE_BALANCED: Mode
@@ -27,6 +45,18 @@ MODE_COST: Mode
 ACTION_UNSPECIFIED: Action
 ACTION_ROUTE: Action
 ACTION_ACCEPT: Action
+ATTEMPT_STATUS_UNSPECIFIED: AttemptStatus
+ATTEMPT_STATUS_OK: AttemptStatus
+ATTEMPT_STATUS_FAILED: AttemptStatus
+ATTEMPT_STATUS_SKIPPED: AttemptStatus
+STOP_UNSPECIFIED: Stop
+STOP_ACCEPTED: Stop
+STOP_MAX_ROUNDS: Stop
+STOP_BUDGET: Stop
+STOP_FAILED: Stop
+STOP_REFUSED: Stop
+STOP_DEADLINE: Stop
+STOP_CANCELLED: Stop
 
 class Endpoint(_message.Message):
     __slots__ = ("base_url", "model_name", "api_key_env")
@@ -164,6 +194,98 @@ class RouteResponse(_message.Message):
     registry_version: int
     knob: float
     def __init__(self, model_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., ranking: _Optional[_Iterable[_Union[RankedModel, _Mapping]]] = ..., think: _Optional[str] = ..., est_cost_usd: _Optional[float] = ..., router: _Optional[str] = ..., request_id: _Optional[str] = ..., registry_version: _Optional[int] = ..., knob: _Optional[float] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ("query", "knob", "mode", "allow", "deny", "limits", "domain", "prompt_tokens", "request_id", "max_rounds", "budget_usd", "key_id")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    knob: float
+    mode: Mode
+    allow: _containers.RepeatedScalarFieldContainer[str]
+    deny: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    domain: str
+    prompt_tokens: int
+    request_id: str
+    max_rounds: int
+    budget_usd: float
+    key_id: str
+    def __init__(self, query: _Optional[str] = ..., knob: _Optional[float] = ..., mode: _Optional[_Union[Mode, str]] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., domain: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., request_id: _Optional[str] = ..., max_rounds: _Optional[int] = ..., budget_usd: _Optional[float] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ModelAttempt(_message.Message):
+    __slots__ = ("round", "model_id", "status", "reason", "latency_ms", "prompt_tokens", "completion_tokens", "cost_usd", "fallback", "think", "response")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    THINK_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    model_id: str
+    status: AttemptStatus
+    reason: str
+    latency_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    fallback: bool
+    think: str
+    response: str
+    def __init__(self, round: _Optional[int] = ..., model_id: _Optional[str] = ..., status: _Optional[_Union[AttemptStatus, str]] = ..., reason: _Optional[str] = ..., latency_ms: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., cost_usd: _Optional[float] = ..., fallback: _Optional[bool] = ..., think: _Optional[str] = ..., response: _Optional[str] = ...) -> None: ...
+
+class CompleteResponse(_message.Message):
+    __slots__ = ("answer", "model_id", "attempts", "total_cost_usd", "think", "request_id", "router", "stop", "message", "key_id", "registry_version", "knob", "fallback")
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    THINK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTER_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    answer: str
+    model_id: str
+    attempts: _containers.RepeatedCompositeFieldContainer[ModelAttempt]
+    total_cost_usd: float
+    think: str
+    request_id: str
+    router: str
+    stop: Stop
+    message: str
+    key_id: str
+    registry_version: int
+    knob: float
+    fallback: bool
+    def __init__(self, answer: _Optional[str] = ..., model_id: _Optional[str] = ..., attempts: _Optional[_Iterable[_Union[ModelAttempt, _Mapping]]] = ..., total_cost_usd: _Optional[float] = ..., think: _Optional[str] = ..., request_id: _Optional[str] = ..., router: _Optional[str] = ..., stop: _Optional[_Union[Stop, str]] = ..., message: _Optional[str] = ..., key_id: _Optional[str] = ..., registry_version: _Optional[int] = ..., knob: _Optional[float] = ..., fallback: _Optional[bool] = ...) -> None: ...
+
+class CompleteEvent(_message.Message):
+    __slots__ = ("attempt", "result")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    attempt: ModelAttempt
+    result: CompleteResponse
+    def __init__(self, attempt: _Optional[_Union[ModelAttempt, _Mapping]] = ..., result: _Optional[_Union[CompleteResponse, _Mapping]] = ...) -> None: ...
 
 class RegisterModelRequest(_message.Message):
     __slots__ = ("model",)

@@ -26,14 +26,15 @@ if _version_not_supported:
 
 
 class RouterStub:
-    """Routes queries and manages the model registry.
+    """Routes queries, answers them with the registered models, and manages the model registry.
 
     Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
     A server started with tokens wants the request metadata "authorization: Bearer <token>":
-    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
-    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
-    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
-    at once (retry later, with backoff) rather than queueing without bound.
+    the routing token may call Route, Complete, CompleteStream, GetModel and ListModels;
+    RegisterModel, UpdateModel and RemoveModel need the admin token. No or an unknown token:
+    UNAUTHENTICATED; the routing token on a registry write: PERMISSION_DENIED. A server past its
+    load limits answers RESOURCE_EXHAUSTED at once (retry later, with backoff) rather than queueing
+    without bound.
     """
 
     def __init__(self, channel):
@@ -46,6 +47,16 @@ class RouterStub:
                 '/routerl.v1.Router/Route',
                 request_serializer=routerl_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=routerl_dot_v1_dot_router__pb2.RouteResponse.FromString,
+                _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/routerl.v1.Router/Complete',
+                request_serializer=routerl_dot_v1_dot_router__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=routerl_dot_v1_dot_router__pb2.CompleteResponse.FromString,
+                _registered_method=True)
+        self.CompleteStream = channel.unary_stream(
+                '/routerl.v1.Router/CompleteStream',
+                request_serializer=routerl_dot_v1_dot_router__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=routerl_dot_v1_dot_router__pb2.CompleteEvent.FromString,
                 _registered_method=True)
         self.RegisterModel = channel.unary_unary(
                 '/routerl.v1.Router/RegisterModel',
@@ -75,18 +86,43 @@ class RouterStub:
 
 
 class RouterServicer:
-    """Routes queries and manages the model registry.
+    """Routes queries, answers them with the registered models, and manages the model registry.
 
     Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
     A server started with tokens wants the request metadata "authorization: Bearer <token>":
-    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
-    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
-    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
-    at once (retry later, with backoff) rather than queueing without bound.
+    the routing token may call Route, Complete, CompleteStream, GetModel and ListModels;
+    RegisterModel, UpdateModel and RemoveModel need the admin token. No or an unknown token:
+    UNAUTHENTICATED; the routing token on a registry write: PERMISSION_DENIED. A server past its
+    load limits answers RESOURCE_EXHAUSTED at once (retry later, with backoff) rather than queueing
+    without bound.
     """
 
     def Route(self, request, context):
         """Choose the model for one query (or accept a previous attempt's answer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Complete(self, request, context):
+        """Answer one query: route it, call the chosen model through its endpoint, let the router
+        escalate or accept, fall back to the next ranked model when a provider fails, within the
+        request's and the caller key's budgets. Only models with an endpoint are candidates.
+        Runs in its own lane (its calls take seconds; Route stays fast). Errors:
+        FAILED_PRECONDITION when no candidate with an endpoint is left after the filters, when no
+        candidate's estimated cost fits the budget, or when the caller key's budget is spent and the
+        server refuses (the trailing metadata routerl-stop says which: "no_endpoint", "budget",
+        "refused"; retrying does not help until the budget changes); UNAVAILABLE when every provider
+        called failed (the message lists the attempts); DEADLINE_EXCEEDED when the caller's deadline
+        ran out before any answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteStream(self, request, context):
+        """Complete, streamed: one event per model attempt as it is made, then the final result (an
+        error ends the stream with the status Complete would answer, after the attempts).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +171,16 @@ def add_RouterServicer_to_server(servicer, server):
                     request_deserializer=routerl_dot_v1_dot_router__pb2.RouteRequest.FromString,
                     response_serializer=routerl_dot_v1_dot_router__pb2.RouteResponse.SerializeToString,
             ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=routerl_dot_v1_dot_router__pb2.CompleteRequest.FromString,
+                    response_serializer=routerl_dot_v1_dot_router__pb2.CompleteResponse.SerializeToString,
+            ),
+            'CompleteStream': grpc.unary_stream_rpc_method_handler(
+                    servicer.CompleteStream,
+                    request_deserializer=routerl_dot_v1_dot_router__pb2.CompleteRequest.FromString,
+                    response_serializer=routerl_dot_v1_dot_router__pb2.CompleteEvent.SerializeToString,
+            ),
             'RegisterModel': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterModel,
                     request_deserializer=routerl_dot_v1_dot_router__pb2.RegisterModelRequest.FromString,
@@ -169,14 +215,15 @@ def add_RouterServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Router:
-    """Routes queries and manages the model registry.
+    """Routes queries, answers them with the registered models, and manages the model registry.
 
     Every call's trailing metadata carries routerl-request-id (the id in the server's access log).
     A server started with tokens wants the request metadata "authorization: Bearer <token>":
-    the routing token may call Route, GetModel and ListModels; RegisterModel, UpdateModel and
-    RemoveModel need the admin token. No or an unknown token: UNAUTHENTICATED; the routing token on
-    a registry write: PERMISSION_DENIED. A server past its load limits answers RESOURCE_EXHAUSTED
-    at once (retry later, with backoff) rather than queueing without bound.
+    the routing token may call Route, Complete, CompleteStream, GetModel and ListModels;
+    RegisterModel, UpdateModel and RemoveModel need the admin token. No or an unknown token:
+    UNAUTHENTICATED; the routing token on a registry write: PERMISSION_DENIED. A server past its
+    load limits answers RESOURCE_EXHAUSTED at once (retry later, with backoff) rather than queueing
+    without bound.
     """
 
     @staticmethod
@@ -196,6 +243,60 @@ class Router:
             '/routerl.v1.Router/Route',
             routerl_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             routerl_dot_v1_dot_router__pb2.RouteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/routerl.v1.Router/Complete',
+            routerl_dot_v1_dot_router__pb2.CompleteRequest.SerializeToString,
+            routerl_dot_v1_dot_router__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/routerl.v1.Router/CompleteStream',
+            routerl_dot_v1_dot_router__pb2.CompleteRequest.SerializeToString,
+            routerl_dot_v1_dot_router__pb2.CompleteEvent.FromString,
             options,
             channel_credentials,
             insecure,
