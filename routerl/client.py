@@ -9,6 +9,8 @@
         client.register_model(ModelDescriptor(id="my-model", input_price_per_mtok=0.1,
                                               output_price_per_mtok=0.4,
                                               sample_scores={"math_grade_school": 0.9}))
+        answer = client.complete("What is 17 * 23?", mode="cost", key_id="tenant-a", budget_usd=0.01)
+        print(answer.answer, answer.model_id, answer.attempts, answer.total_cost_usd)
 
 Models go in and out as ``routerl.descriptors.ModelDescriptor``; a failed call raises
 ``RouterClientError`` with the gRPC ``code``, the server's message, the ``request_id`` the server
@@ -25,7 +27,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -44,6 +46,9 @@ from routerl.server.proto import router_pb2 as pb
 from routerl.server.proto import router_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:50051"
+DEFAULT_COMPLETE_TIMEOUT = 120.0  # Complete calls models: they take seconds, not milliseconds
+KEY_METADATA_KEY = "routerl-key-id"
+STOP_METADATA_KEY = "routerl-stop"
 
 
 REQUEST_ID_METADATA_KEY = "routerl-request-id"
@@ -51,27 +56,33 @@ REQUEST_ID_METADATA_KEY = "routerl-request-id"
 
 class RouterClientError(Exception):
     """A failed call: ``code`` (a ``grpc.StatusCode``), ``details``, the ``field`` at fault and the
-    server's ``request_id`` for the call (to find it in the server's access log)."""
+    server's ``request_id`` for the call (to find it in the server's access log); for
+    ``complete()``, ``stop`` says why no answer came (``no_endpoint``, ``budget``, ``refused``,
+    ``failed``, ...)."""
 
-    def __init__(self, code: grpc.StatusCode, details: str, field: str | None = None, request_id: str | None = None):
+    def __init__(self, code: grpc.StatusCode, details: str, field: str | None = None, request_id: str | None = None,
+                 stop: str | None = None):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         self.field = field
         self.request_id = request_id
+        self.stop = stop
 
     @classmethod
     def from_rpc_error(cls, exc: grpc.RpcError) -> "RouterClientError":
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
-        fld = request_id = None
+        fld = request_id = stop = None
         if hasattr(exc, "trailing_metadata"):
             for key, value in exc.trailing_metadata() or ():
                 if key == FIELD_METADATA_KEY:
                     fld = value
                 elif key == REQUEST_ID_METADATA_KEY:
                     request_id = value
-        return cls(code, details, fld, request_id)
+                elif key == STOP_METADATA_KEY:
+                    stop = value
+        return cls(code, details, fld, request_id, stop)
 
 
 @dataclass
@@ -105,6 +116,72 @@ class RouteResult:
             "registry_version": self.registry_version,
             "knob": self.knob,
         }
+
+
+_ATTEMPT_STATUS = {pb.ATTEMPT_STATUS_OK: "ok", pb.ATTEMPT_STATUS_FAILED: "failed", pb.ATTEMPT_STATUS_SKIPPED: "skipped"}
+_STOP = {
+    pb.STOP_ACCEPTED: "accepted", pb.STOP_MAX_ROUNDS: "max_rounds", pb.STOP_BUDGET: "budget", pb.STOP_FAILED: "failed",
+    pb.STOP_REFUSED: "refused", pb.STOP_DEADLINE: "deadline", pb.STOP_CANCELLED: "cancelled",
+}
+
+
+@dataclass
+class CompleteAttempt:
+    """One model considered by ``complete()``: ``status`` ok / failed / skipped with a ``reason``."""
+
+    round: int
+    model_id: str
+    status: str
+    reason: str = ""
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    fallback: bool = False
+    think: str = ""
+    response: str = ""
+
+    @classmethod
+    def from_proto(cls, msg: pb.ModelAttempt) -> "CompleteAttempt":
+        return cls(msg.round, msg.model_id, _ATTEMPT_STATUS.get(msg.status, "unspecified"), msg.reason, msg.latency_ms,
+                   msg.prompt_tokens, msg.completion_tokens, msg.cost_usd, msg.fallback, msg.think, msg.response)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class CompleteResult:
+    """The answer of ``complete()``: the final ``answer`` and the ``model_id`` that gave it,
+    every model considered (``attempts``), the spend, and why the request stopped."""
+
+    answer: str
+    model_id: str
+    attempts: list[CompleteAttempt] = field(default_factory=list)
+    total_cost_usd: float = 0.0
+    think: str = ""
+    request_id: str = ""
+    router: str = ""
+    stop: str = ""
+    message: str = ""
+    key_id: str = ""
+    registry_version: int = 0
+    knob: float = 0.0
+    fallback: bool = False
+
+    @classmethod
+    def from_proto(cls, msg: pb.CompleteResponse) -> "CompleteResult":
+        return cls(
+            answer=msg.answer, model_id=msg.model_id, attempts=[CompleteAttempt.from_proto(a) for a in msg.attempts],
+            total_cost_usd=msg.total_cost_usd, think=msg.think, request_id=msg.request_id, router=msg.router,
+            stop=_STOP.get(msg.stop, "unspecified"), message=msg.message, key_id=msg.key_id,
+            registry_version=msg.registry_version, knob=msg.knob, fallback=msg.fallback,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict:
+        out = dict(vars(self))
+        out["attempts"] = [a.to_dict() for a in self.attempts]
+        return out
 
 
 def build_route_request(
@@ -154,6 +231,37 @@ def build_route_request(
         if not isinstance(att, Attempt):
             att = Attempt(*att)
         req.attempts.add(model_id=att.model_id, response=att.response, cost_usd=att.cost_usd)
+    return req
+
+
+def build_complete_request(
+    query: str,
+    *,
+    max_rounds: int | None = None,
+    budget_usd: float | None = None,
+    key_id: str | None = None,
+    **options,
+) -> pb.CompleteRequest:
+    """The ``CompleteRequest`` for these arguments: ``options`` are those of
+    ``build_route_request`` that apply (mode or knob, allow, deny, limits, domain, prompt_tokens,
+    request_id); ``max_rounds``/``budget_usd`` lower the server's limits for this request."""
+    for name in ("think_budget", "attempts"):
+        if options.get(name):
+            raise ValueError(f"complete() takes no {name!r}: the server runs the rounds itself")
+        options.pop(name, None)
+    route = build_route_request(query, **options)
+    req = pb.CompleteRequest(query=route.query, allow=route.allow, deny=route.deny, domain=route.domain,
+                             prompt_tokens=route.prompt_tokens, request_id=route.request_id,
+                             max_rounds=max_rounds or 0, key_id=key_id or "")
+    which = route.WhichOneof("cost")
+    if which == "knob":
+        req.knob = route.knob
+    elif which == "mode":
+        req.mode = route.mode
+    if route.HasField("limits"):
+        req.limits.CopyFrom(route.limits)
+    if budget_usd is not None:
+        req.budget_usd = float(budget_usd)
     return req
 
 
@@ -230,6 +338,43 @@ class RouterClient:
             registry_version=resp.registry_version,
             knob=resp.knob,
         )
+
+    def _complete_call(self, timeout: float | None) -> tuple[float | None, tuple | None]:
+        if timeout is None:
+            timeout = max(self.timeout, DEFAULT_COMPLETE_TIMEOUT) if self.timeout is not None else None
+        return timeout, self._metadata
+
+    def complete(self, query: str, *, timeout: float | None = None, **options) -> CompleteResult:
+        """Answer ``query`` with the server's models (``Complete``): routed, called through their
+        endpoints, escalated or accepted, with fallbacks. ``options``: those of
+        ``build_complete_request`` (mode or knob, allow, deny, limits, domain, prompt_tokens,
+        request_id, max_rounds, budget_usd, key_id). ``timeout``: the call's deadline (default:
+        the client's, at least 120 s). Raises ``RouterClientError`` (``.stop`` says why no
+        answer came)."""
+        timeout, metadata = self._complete_call(timeout)
+        try:
+            resp = self._stub.Complete(build_complete_request(query, **options), timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise RouterClientError.from_rpc_error(exc) from None
+        return CompleteResult.from_proto(resp)
+
+    def complete_stream(self, query: str, *, timeout: float | None = None,
+                        **options) -> Iterator[CompleteAttempt | CompleteResult]:
+        """``complete()`` streamed (``CompleteStream``): each ``CompleteAttempt`` as the server
+        makes it, then the ``CompleteResult``. A failure raises ``RouterClientError`` after the
+        attempts that came before it."""
+        timeout, metadata = self._complete_call(timeout)
+        call = self._stub.CompleteStream(build_complete_request(query, **options), timeout=timeout, metadata=metadata)
+        try:
+            for event in call:
+                if event.HasField("attempt"):
+                    yield CompleteAttempt.from_proto(event.attempt)
+                elif event.HasField("result"):
+                    yield CompleteResult.from_proto(event.result)
+        except grpc.RpcError as exc:
+            raise RouterClientError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()  # a no-op once the stream ended; stops the server when the caller stops early
 
     # -- registry ------------------------------------------------------------------------------
     def register_model(self, model: ModelDescriptor) -> ModelDescriptor:

@@ -1,4 +1,5 @@
-"""Shared pieces of the CLI commands that call a running server (``route``, ``models``).
+"""Shared pieces of the CLI commands that call a running server (``route``, ``models``,
+``complete --target``, ``probe --register``).
 
 ``add_client_args`` adds ``--target``/``--timeout``/``--json`` and the security flags
 ``--token-env NAME`` (the environment variable holding the bearer token; default
@@ -28,10 +29,32 @@ def add_client_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_security_args(parser)
+
+
+def add_security_args(parser: argparse.ArgumentParser) -> None:
+    """``--token-env``, ``--tls-ca`` and ``--tls`` (for commands that add their own ``--target``)."""
     parser.add_argument("--token-env", default=TOKEN_ENV, metavar="NAME",
                         help=f"environment variable holding the bearer token (default {TOKEN_ENV}; sent when set)")
     parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate of a TLS server (turns TLS on)")
     parser.add_argument("--tls", action="store_true", help="TLS with the system's trusted roots")
+
+
+def client_options(args: argparse.Namespace) -> dict:
+    """``RouterClient`` keyword arguments from the security flags (``token_env``, ``tls``, ``tls_ca``)."""
+    token_env = getattr(args, "token_env", None)
+    if token_env and token_env != TOKEN_ENV and not os.environ.get(token_env, "").strip():
+        raise CliError(f"--token-env {token_env}: the environment variable is not set or empty")
+    return {"token_env": token_env, "tls": getattr(args, "tls", False), "tls_ca": getattr(args, "tls_ca", None)}
+
+
+def client_error(exc, target: str, token_env: str | None) -> CliError:
+    """The one-line ``CliError`` for a failed call (a ``RouterClientError``)."""
+    where = f" (field {exc.field})" if exc.field and exc.field not in exc.details else ""
+    hint = ""
+    if exc.code.name == "UNAUTHENTICATED":
+        hint = f"; put the token in ${token_env or TOKEN_ENV} (or name another variable with --token-env)"
+    return CliError(f"{exc.code.name}: {exc.details}{where}{hint} [{target}]")
 
 
 @contextmanager
@@ -39,22 +62,15 @@ def connect(args: argparse.Namespace) -> Iterator["RouterClient"]:  # noqa: F821
     """A client for ``args.target``; a failed call becomes a ``CliError`` naming the status."""
     from routerl.client import RouterClient, RouterClientError
 
-    token_env = getattr(args, "token_env", None)
-    if token_env and token_env != TOKEN_ENV and not os.environ.get(token_env, "").strip():
-        raise CliError(f"--token-env {token_env}: the environment variable is not set or empty")
+    options = client_options(args)
     try:
-        client = RouterClient(args.target, timeout=args.timeout, token_env=token_env,
-                              tls=getattr(args, "tls", False), tls_ca=getattr(args, "tls_ca", None))
+        client = RouterClient(args.target, timeout=args.timeout, **options)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:
         yield client
     except RouterClientError as exc:
-        where = f" (field {exc.field})" if exc.field and exc.field not in exc.details else ""
-        hint = ""
-        if exc.code.name == "UNAUTHENTICATED":
-            hint = f"; put the token in ${token_env or TOKEN_ENV} (or name another variable with --token-env)"
-        raise CliError(f"{exc.code.name}: {exc.details}{where}{hint} [{args.target}]") from None
+        raise client_error(exc, args.target, options["token_env"]) from None
     finally:
         client.close()
 

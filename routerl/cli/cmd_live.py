@@ -6,8 +6,13 @@
         --probes ../shared/data/zeroeval.jsonl.gz --split probe --limit 60 \\
         --state small-1.probe.jsonl --catalog configs/catalog/live.yaml
 
+    # or register it with a running server (routerl models probe ... is the same command)
+    routerl probe ... --register localhost:50051 --token-env ROUTERL_ADMIN_TOKEN
+
     # answer a query: route, call, escalate or accept, fall back, within a budget
     routerl complete "What is 17 * 23?" --catalog configs/catalog/live.yaml --max-rounds 2 --budget-usd 0.01
+    # the same through a running server (its registry, its providers, its spend ledger)
+    routerl complete "What is 17 * 23?" --target localhost:50051 --key-id tenant-a --budget-usd 0.01
 
 Keys are read from the environment variables the endpoints name; they are never printed.
 """
@@ -17,14 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 
 import yaml
 
 from routerl.cli import CliError
+from routerl.cli.client_args import TARGET_ENV, add_security_args, client_error, client_options
 
 DEFAULT_ROUTER = "descriptor-score"
+PROBE_DESCRIPTION = ("Run a probe set against an OpenAI-compatible endpoint, score the answers, "
+                     "build the model's descriptor (as offline descriptors are built) and register it.")
 
 
 def register(subparsers) -> None:
@@ -49,11 +58,12 @@ def _quiet_http_logs(args: argparse.Namespace):
 
 # -- routerl probe ----------------------------------------------------------------------------
 def _register_probe(subparsers) -> None:
-    p = subparsers.add_parser(
-        "probe", help="probe a live model and register its descriptor",
-        description="Run a probe set against an OpenAI-compatible endpoint, score the answers, "
-        "build the model's descriptor (as offline descriptors are built) and register it.",
-    )
+    p = subparsers.add_parser("probe", help="probe a live model and register its descriptor", description=PROBE_DESCRIPTION)
+    add_probe_args(p)
+
+
+def add_probe_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``routerl probe`` (also ``routerl models probe``); sets ``func``."""
     p.add_argument("--endpoint", required=True, help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
     p.add_argument("--model-name", required=True, help="the provider's model name")
     p.add_argument("--api-key-env", default="", help="name of the environment variable holding the key (not the key)")
@@ -76,12 +86,14 @@ def _register_probe(subparsers) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--catalog", help="append the descriptor to this catalog YAML (created if absent)")
     target.add_argument("--register", metavar="TARGET", help="register with a running server (host:port)")
-    p.add_argument("--replace", action="store_true", help="replace an entry with the same id in --catalog")
+    p.add_argument("--replace", action="store_true",
+                   help="replace an entry with the same id in --catalog, or update the model registered with --register")
     p.add_argument("--dry-run", action="store_true", help="probe and show the descriptor; register nothing")
     p.add_argument("--allow-partial", action="store_true", help="register even when some probes failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="show the descriptor as JSON (default YAML)")
     p.add_argument("--full", action="store_true", help="show every probe result too (default: their count)")
+    add_security_args(p.add_argument_group("--register security (the token needs the admin role when the server has one)"))
     p.set_defaults(func=run_probe)
 
 
@@ -96,6 +108,7 @@ def _scorer_overrides(pairs: list[str] | None) -> dict[str, str]:
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    from routerl.client import RouterClientError
     from routerl.live.errors import ProviderError
 
     try:
@@ -103,16 +116,21 @@ def run_probe(args: argparse.Namespace) -> int:
             return _probe(args)
     except ProviderError as exc:
         raise CliError(str(exc)) from None
+    except RouterClientError as exc:
+        raise client_error(exc, args.register, getattr(args, "token_env", None)) from None
 
 
 def _probe(args: argparse.Namespace) -> int:
     from routerl.descriptors.model import Endpoint
     from routerl.live.probe import ProbeState, descriptor_from_probes, load_probe_set, run_probes
     from routerl.live.provider import ChatProvider, RetryPolicy
-    from routerl.live.register import register_in_catalog, register_remote
+    from routerl.live.register import check_remote, register_in_catalog, register_remote
 
     if not (args.dry_run or args.catalog or args.register):
         raise CliError("say where the descriptor goes: --catalog FILE or --register TARGET (or --dry-run to only show it)")
+    remote_options = client_options(args) if args.register else {}
+    if args.register and not args.dry_run:  # before spending anything on probes
+        check_remote(args.register, args.id, replace=args.replace, **remote_options)
     for flag in ("limit", "per_task", "concurrency", "retries"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -158,36 +176,49 @@ def _probe(args: argparse.Namespace) -> int:
         register_in_catalog(desc, args.catalog, replace=args.replace)
         print(f"registered {desc.id} in {args.catalog}", file=sys.stderr)
     else:
-        register_remote(args.register, desc)
+        register_remote(args.register, desc, replace=args.replace, **remote_options)
         print(f"registered {desc.id} with {args.register}", file=sys.stderr)
     return 0
 
 
 # -- routerl complete -------------------------------------------------------------------------
+_LOCAL_ONLY = {"router": "--router", "router_option": "--router-option", "data": "--data", "call_timeout": "--call-timeout",
+               "retries": "--retries", "backoff": "--backoff", "system": "--system"}
+_REMOTE_ONLY = {"deny": "--deny", "key_id": "--key-id", "request_id": "--request-id", "stream": "--stream"}
+
+
 def _register_complete(subparsers) -> None:
     p = subparsers.add_parser(
-        "complete", help="answer a query with routed live models",
-        description="Route a query over a catalog's models, call them through their endpoints "
-        "(escalating, falling back, within a budget) and print the answer and every call.",
+        "complete", help="answer a query with routed live models (locally or through a server)",
+        description="Route a query over the models, call them through their endpoints (escalating, "
+        "falling back, within a budget) and print the answer and every call. With --catalog it runs "
+        "here over a catalog's models; with --target (or $ROUTERL_TARGET) a running routerl serve "
+        "does it (Complete RPC) over its registry.",
     )
-    p.add_argument("query", help="the query text")
-    p.add_argument("--catalog", required=True, help="catalog YAML whose models carry endpoints")
+    p.add_argument("query", help="the query text ('-' reads it from stdin)")
+    p.add_argument("--catalog", help="local mode: catalog YAML whose models carry endpoints")
+    p.add_argument("--target", help=f"server mode: host:port of a running routerl serve (default ${TARGET_ENV} without --catalog)")
     p.add_argument("--models", help="comma-separated ids: restrict the candidates")
-    p.add_argument("--router", default=DEFAULT_ROUTER, help=f"router name (default {DEFAULT_ROUTER})")
-    p.add_argument("--router-option", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
-    p.add_argument("--data", help="outcome table for routers that need one (e.g. knn-probe)")
+    p.add_argument("--router", help=f"local: router name (default {DEFAULT_ROUTER})")
+    p.add_argument("--router-option", action="append", metavar="KEY=VALUE", help="local: router option (repeatable)")
+    p.add_argument("--data", help="local: outcome table for routers that need one (e.g. knn-probe)")
     knob = p.add_mutually_exclusive_group()
-    knob.add_argument("--mode", choices=["quality", "balanced", "cost"], default="balanced", help="cost knob by name")
+    knob.add_argument("--mode", choices=["quality", "balanced", "cost"], help="cost knob by name (default balanced)")
     knob.add_argument("--knob", type=float, help="cost knob (score points per $ per 1k queries)")
     p.add_argument("--domain", help="the query's domain, when known (e.g. math_grade_school)")
-    p.add_argument("--max-rounds", type=int, default=2, help="most model-calling rounds (default 2)")
+    p.add_argument("--max-rounds", type=int, help="most model-calling rounds (default 2; server: its limit)")
     p.add_argument("--budget-usd", type=float, help="spend cap of this request")
     p.add_argument("--timeout", type=float, default=120.0, help="request time limit in seconds (default 120)")
-    p.add_argument("--call-timeout", type=float, default=60.0, help="per-call timeout in seconds (default 60)")
-    p.add_argument("--retries", type=int, default=3, help="tries per call on 429/5xx (default 3)")
-    p.add_argument("--backoff", type=float, default=0.5, help="first retry wait in seconds, doubled per retry (default 0.5)")
-    p.add_argument("--system", help="system prompt")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--call-timeout", type=float, help="local: per-call timeout in seconds (default 60)")
+    p.add_argument("--retries", type=int, help="local: tries per call on 429/5xx (default 3)")
+    p.add_argument("--backoff", type=float, help="local: first retry wait in seconds, doubled per retry (default 0.5)")
+    p.add_argument("--system", help="local: system prompt")
+    p.add_argument("--deny", action="append", metavar="MODEL_ID", help="server: never these models (repeatable)")
+    p.add_argument("--key-id", help="server: the caller key id the spend is accounted to (not a secret)")
+    p.add_argument("--request-id", help="server: id echoed in the answer and the server's access log")
+    p.add_argument("--stream", action="store_true", help="server: show each model attempt as it happens (CompleteStream)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (with --stream: one JSON object per event)")
+    add_security_args(p.add_argument_group("server security"))
     p.set_defaults(func=run_complete)
 
 
@@ -210,11 +241,87 @@ def build_named_router(name: str, data: str | None, options: dict):
 def run_complete(args: argparse.Namespace) -> int:
     from routerl.live.errors import ProviderError
 
+    if args.query == "-":
+        args.query = sys.stdin.read()
+    if args.catalog and args.target:
+        raise CliError("give --catalog FILE (run here) or --target HOST:PORT (ask a server), not both")
+    if not args.catalog:
+        args.target = args.target or os.environ.get(TARGET_ENV)
+        if not args.target:
+            raise CliError(f"give --catalog FILE (run here) or --target HOST:PORT (ask a server; or set ${TARGET_ENV})")
+    mode_only, other = (_LOCAL_ONLY, "--target") if args.target else (_REMOTE_ONLY, "--catalog")
+    for dest, flag in mode_only.items():
+        if getattr(args, dest) not in (None, False):
+            raise CliError(f"{flag} does not apply with {other}")
+    if args.max_rounds is not None and args.max_rounds < 1:
+        raise CliError(f"--max-rounds must be >= 1, got {args.max_rounds}")
+    if args.target:
+        return _complete_remote(args)
     try:
         with _quiet_http_logs(args):
             return _complete(args)
     except ProviderError as exc:
         raise CliError(str(exc)) from None
+
+
+def _report(answer: str | None, stop: str, message: str, calls: list[dict], thinks: list[str], total: float) -> None:
+    """The text report: the answer on stdout; why it stopped, each call, think and total on stderr."""
+    print(answer if answer is not None else "(no answer)")
+    print(f"\n-- {stop}: {message}", file=sys.stderr)
+    for c in calls:
+        _report_call(c)
+    for n, think in enumerate(thinks, start=1):
+        if think:
+            print(f"   think {n}: {think}", file=sys.stderr)
+    print(f"   total ${total:.6f}", file=sys.stderr)
+
+
+def _report_call(c: dict) -> None:
+    ok = c["status"] == "ok"
+    detail = f"{c['latency_ms']:.0f} ms, {c['prompt_tokens']}+{c['completion_tokens']} tok, ${c['cost_usd']:.6f}" if ok else c["reason"]
+    print(f"   round {c['round']} {c['model_id']}: {c['status']}{' (fallback)' if c['fallback'] else ''} {detail}", file=sys.stderr)
+
+
+def _complete_remote(args: argparse.Namespace) -> int:
+    from routerl.client import CompleteResult, RouterClient, RouterClientError
+
+    options = client_options(args)
+    request = dict(
+        mode=args.mode, knob=args.knob, domain=args.domain, max_rounds=args.max_rounds, budget_usd=args.budget_usd,
+        key_id=args.key_id, request_id=args.request_id, deny=args.deny or (),
+        allow=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else (),
+    )  # fmt: skip
+    try:
+        with RouterClient(args.target, timeout=args.timeout, **options) as client:
+            if not args.stream:
+                result = client.complete(args.query, timeout=args.timeout, **request)
+            else:
+                result = None
+                for event in client.complete_stream(args.query, timeout=args.timeout, **request):
+                    if args.json:
+                        kind = "result" if isinstance(event, CompleteResult) else "attempt"
+                        print(json.dumps({kind: event.to_dict()}), flush=True)
+                    elif not isinstance(event, CompleteResult):
+                        _report_call(event.to_dict())
+                    if isinstance(event, CompleteResult):
+                        result = event
+                if args.json:
+                    return 0
+                if result is None:
+                    raise CliError(f"the stream from {args.target} ended without a result")
+    except RouterClientError as exc:
+        raise client_error(exc, args.target, options["token_env"]) from None
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    calls = [] if args.stream else [a.to_dict() for a in result.attempts]  # streamed ones are shown already
+    _report(result.answer, result.stop, result.message, calls, result.think.split("\n") if result.think else [],
+            result.total_cost_usd)
+    print(f"   model {result.model_id}, router {result.router}, key {result.key_id}, request {result.request_id}",
+          file=sys.stderr)
+    return 0
 
 
 def _complete(args: argparse.Namespace) -> int:
@@ -239,23 +346,17 @@ def _complete(args: argparse.Namespace) -> int:
         if not sep:
             raise CliError(f"--router-option expects KEY=VALUE, got {pair!r}")
         options[key] = value
-    router = build_named_router(args.router, args.data, options)
+    router = build_named_router(args.router or DEFAULT_ROUTER, args.data, options)
+    retry = RetryPolicy(attempts=args.retries or 3, base_delay_s=0.5 if args.backoff is None else args.backoff)
     executor = Executor.from_descriptors(
-        router, models, provider_options={"timeout_s": args.call_timeout, "retry": RetryPolicy(attempts=args.retries, base_delay_s=args.backoff)},
-        max_rounds=args.max_rounds, budget_usd=args.budget_usd, timeout_s=args.timeout, system_prompt=args.system,
+        router, models, provider_options={"timeout_s": args.call_timeout or 60.0, "retry": retry},
+        max_rounds=args.max_rounds or 2, budget_usd=args.budget_usd, timeout_s=args.timeout, system_prompt=args.system,
     )
-    knob = args.knob if args.knob is not None else knob_for_mode(args.mode)
+    knob = args.knob if args.knob is not None else knob_for_mode(args.mode or "balanced")
     result = executor.complete(Query(text=args.query, domain=args.domain), models, knob)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(result.answer if result.answer is not None else "(no answer)")
-        print(f"\n-- {result.stop}: {result.message}", file=sys.stderr)
-        for c in result.calls:
-            detail = f"{c.latency_ms:.0f} ms, {c.prompt_tokens}+{c.completion_tokens} tok, ${c.cost_usd:.6f}" if c.status == "ok" else c.reason
-            print(f"   round {c.round} {c.model_id}: {c.status}{' (fallback)' if c.fallback else ''} {detail}", file=sys.stderr)
-        for n, think in enumerate(result.think, start=1):
-            if think:
-                print(f"   think {n}: {think}", file=sys.stderr)
-        print(f"   total ${result.total_cost_usd:.6f}", file=sys.stderr)
+        calls = [dict(vars(c)) for c in result.calls]
+        _report(result.answer, result.stop, result.message, calls, result.think, result.total_cost_usd)
     return 0 if result.ok else 1

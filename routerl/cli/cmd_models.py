@@ -7,6 +7,9 @@
     routerl models update my-model --input-price 0.1   # only the fields given
     routerl models update --file new_models.yaml      # replace whole descriptors
     routerl models remove my-model
+    routerl models probe --endpoint URL --model-name NAME --id my-model --input-price 0.2 --output-price 0.8 \
+        --probes ../shared/data/zeroeval.jsonl.gz --split probe --per-task 20 --register localhost:50051
+                                                       # the same as `routerl probe` (see routerl.cli.cmd_live)
 """
 
 from __future__ import annotations
@@ -78,6 +81,12 @@ def register(subparsers) -> None:
     rm.add_argument("id")
     add_client_args(rm)
     rm.set_defaults(func=run_remove)
+
+    from routerl.cli.cmd_live import PROBE_DESCRIPTION, add_probe_args
+
+    probe = sub.add_parser("probe", help="probe a live model and register its descriptor (= routerl probe)",
+                           description=PROBE_DESCRIPTION + " The same command as `routerl probe`.")
+    add_probe_args(probe)
 
 
 def _flag_changes(args: argparse.Namespace) -> dict:

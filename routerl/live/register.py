@@ -4,8 +4,12 @@
 replaces the entry with the same id when ``replace`` is set. ``RegisterHook`` is any callable
 taking the descriptor; ``register_remote(target, desc)`` hands it to the hook installed with
 ``set_remote_registrar`` (``fn(target, descriptor)``); without one it uses the gRPC client
-(``routerl.client.RouterClient.register_model``), so ``routerl probe --register HOST:PORT``
-registers with a running ``routerl serve``.
+(``routerl.client.RouterClient.register_model``; ``replace`` updates a model already registered,
+``client_options`` such as ``token_env``/``tls_ca`` go to the client), so
+``routerl probe --register HOST:PORT`` registers with a running ``routerl serve``.
+``check_remote(target, model_id)`` asks the server first (reachable, token accepted, the id free
+unless ``replace``), so a probe run does not spend money on a descriptor that cannot be
+registered.
 """
 
 from __future__ import annotations
@@ -47,25 +51,61 @@ def set_remote_registrar(fn: RemoteRegistrar | None) -> None:
     _remote_registrar = fn
 
 
-def grpc_registrar(target: str, desc: ModelDescriptor) -> None:
-    """The default registrar: ``RegisterModel`` through ``routerl.client.RouterClient``."""
-    from routerl.client import RouterClient
+def grpc_registrar(target: str, desc: ModelDescriptor, *, replace: bool = False, **client_options) -> None:
+    """The default registrar: ``RegisterModel`` through ``routerl.client.RouterClient`` (with
+    ``replace``, ``UpdateModel`` when the id is already registered)."""
+    import grpc
 
-    with RouterClient(target) as client:
-        client.register_model(desc)
+    from routerl.client import RouterClient, RouterClientError
 
-
-def register_remote(target: str, desc: ModelDescriptor) -> None:
-    """Register ``desc`` with the server at ``target`` through the installed registrar (by
-    default ``grpc_registrar``, when the gRPC client is importable)."""
-    registrar = _remote_registrar
-    if registrar is None:
+    with RouterClient(target, **client_options) as client:
         try:
-            import routerl.client  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                f"cannot register with {target!r}: no server registrar is installed "
-                "(routerl.live.register.set_remote_registrar); write a catalog with --catalog instead"
-            ) from None
-        registrar = grpc_registrar
-    registrar(target, desc)
+            client.register_model(desc)
+        except RouterClientError as exc:
+            if not (replace and exc.code == grpc.StatusCode.ALREADY_EXISTS):
+                raise
+            client.update_model(desc)
+
+
+def _default_registrar_available(target: str) -> bool:
+    if _remote_registrar is not None:
+        return False
+    try:
+        import routerl.client  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            f"cannot register with {target!r}: no server registrar is installed "
+            "(routerl.live.register.set_remote_registrar); write a catalog with --catalog instead"
+        ) from None
+    return True
+
+
+def check_remote(target: str, model_id: str, *, replace: bool = False, **client_options) -> None:
+    """Before probing: the server at ``target`` answers, accepts the token, and ``model_id`` is
+    not registered yet (unless ``replace``); ``ValueError`` or ``RouterClientError`` otherwise.
+    Nothing is checked when a custom registrar is installed."""
+    if not _default_registrar_available(target):
+        return
+    import grpc
+
+    from routerl.client import RouterClient, RouterClientError
+
+    with RouterClient(target, **client_options) as client:
+        try:
+            client.get_model(model_id)
+        except RouterClientError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
+                return
+            raise
+    if not replace:
+        raise ValueError(f"model {model_id!r} is already registered with {target}; pass --replace to update it")
+
+
+def register_remote(target: str, desc: ModelDescriptor, *, replace: bool = False, **client_options) -> None:
+    """Register ``desc`` with the server at ``target`` through the installed registrar (by
+    default ``grpc_registrar``, when the gRPC client is importable; ``replace`` and
+    ``client_options`` apply to it only)."""
+    if _default_registrar_available(target):
+        grpc_registrar(target, desc, replace=replace, **client_options)
+    else:
+        _remote_registrar(target, desc)
