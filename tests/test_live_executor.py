@@ -278,3 +278,14 @@ def test_per_request_limits_listener_and_cancel(zeroeval_table, replay, offline)
     assert late.stop == "deadline" and not late.calls
     with pytest.raises(ValueError, match="max_rounds"):
         ex.complete(query, cands, 0.0, max_rounds=0)
+
+
+def test_pool_turns_a_malformed_endpoint_into_a_failing_provider():
+    """A registry may hold any endpoint text: the executor must fall back, not crash."""
+    from routerl.descriptors import ModelDescriptor
+    from routerl.live.errors import ProviderError
+    from routerl.live.pool import ProviderPool
+
+    provider = ProviderPool().get(ModelDescriptor("bad", 1.0, 1.0, endpoint=Endpoint("ftp://nowhere", "m", "")))
+    with pytest.raises(ProviderError, match="unusable endpoint: field 'endpoint.base_url'"):
+        provider.complete("hi")

@@ -1,4 +1,4 @@
-"""Fuzzing the wire: random RouteRequest and RegisterModel inputs against a live server.
+"""Fuzzing the wire: random RouteRequest, CompleteRequest and RegisterModel inputs against a live server.
 
 Random text (any Unicode), NaN/inf/negative/huge numbers, long lists, random ids, unknown enum
 values, and raw bytes at the wire level (random bytes, invalid UTF-8 in string fields). Each call
@@ -8,6 +8,7 @@ a fixed number of examples per test, each call with a 5 s deadline.
 
 from __future__ import annotations
 
+import socket
 import time
 
 import grpc
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_server_service import catalog
 
+from routerl.descriptors.model import Endpoint, ModelDescriptor
 from routerl.server.app import RouterServer
 from routerl.server.config import ServerConfig
 from routerl.server.proto import router_pb2 as pb
@@ -26,6 +28,7 @@ CODE = grpc.StatusCode
 DOCUMENTED = {
     CODE.OK, CODE.INVALID_ARGUMENT, CODE.NOT_FOUND, CODE.ALREADY_EXISTS, CODE.FAILED_PRECONDITION,
     CODE.RESOURCE_EXHAUSTED, CODE.DEADLINE_EXCEEDED,
+    CODE.UNAVAILABLE,  # Complete: every provider failed
 }
 MAX_RECEIVE = 64 * 1024
 CALL_TIMEOUT = 5.0
@@ -45,8 +48,12 @@ id_list = st.one_of(st.lists(ids, max_size=8), st.integers(900, 1200).map(lambda
 def stub(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     cfg = ServerConfig(port=0, db=str(tmp / "r.db"), max_receive_bytes=MAX_RECEIVE, max_query_chars=2_000,
-                       workers=4, grace_s=1.0, access_log="off")
-    srv = RouterServer(cfg, store=ModelStore(cfg.db, catalog()))
+                       workers=4, grace_s=1.0, access_log="off", provider_timeout_s=1.0, provider_retries=1)
+    with socket.socket() as closed:  # a loopback port nobody listens on: calls to "dead" fail at once
+        closed.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    dead = ModelDescriptor("dead", 0.01, 0.01, sample_scores={"math": 0.5}, endpoint=Endpoint(dead_url, "dead", ""))
+    srv = RouterServer(cfg, store=ModelStore(cfg.db, catalog() + [dead]))
     srv.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
     yield pb_grpc.RouterStub(channel), channel
@@ -113,6 +120,32 @@ def test_fuzz_route(stub, req):
     call_status(s.Route, req)
 
 
+@st.composite
+def complete_requests(draw) -> pb.CompleteRequest:
+    route = draw(route_requests())
+    req = pb.CompleteRequest(query=route.query, allow=route.allow, deny=route.deny, domain=route.domain,
+                             prompt_tokens=route.prompt_tokens, request_id=route.request_id,
+                             max_rounds=draw(uint32), key_id=draw(st.one_of(text, ids)))  # fmt: skip
+    if route.WhichOneof("cost") == "knob":
+        req.knob = route.knob
+    elif route.WhichOneof("cost") == "mode":
+        req.mode = route.mode
+    if route.HasField("limits"):
+        req.limits.CopyFrom(route.limits)
+    if draw(st.booleans()):
+        req.budget_usd = draw(weird_float)
+    return req
+
+
+@settings(FUZZ, max_examples=60)
+@given(req=complete_requests())
+def test_fuzz_complete(stub, req):
+    """Complete over the catalog (no endpoints) and "dead" (an endpoint on a closed loopback
+    port): no model can answer, so every call ends in a documented error, quickly."""
+    s, _ = stub
+    assert call_status(s.Complete, req) != CODE.OK
+
+
 @FUZZ
 @given(model=descriptors(), wrap=st.booleans())
 def test_fuzz_register_model(stub, model, wrap):
@@ -132,7 +165,7 @@ def _field(number: int, payload: bytes) -> bytes:
 
 @FUZZ
 @given(
-    method=st.sampled_from(["Route", "RegisterModel", "GetModel", "ListModels"]),
+    method=st.sampled_from(["Route", "RegisterModel", "GetModel", "ListModels", "Complete"]),
     raw=st.one_of(
         st.binary(max_size=200),
         st.builds(lambda n, b: _field(n, b), st.integers(1, 11), st.binary(max_size=60)),  # any bytes in a string field
@@ -149,4 +182,7 @@ def test_server_still_serves_after_fuzzing(stub):
     s, _ = stub
     assert s.Route(pb.RouteRequest(query="still alive?"), timeout=5).model_id
     listing = s.ListModels(pb.ListModelsRequest(), timeout=5)
-    assert [m.id for m in listing.models][:3] == ["big", "small", "mid"]
+    assert [m.id for m in listing.models][:4] == ["big", "small", "mid", "dead"]
+    with pytest.raises(grpc.RpcError) as err:
+        s.Complete(pb.CompleteRequest(query="still alive?", allow=["dead", "big"]), timeout=5)
+    assert err.value.code() == CODE.UNAVAILABLE and "dead failed: unavailable: connection failed" in err.value.details()

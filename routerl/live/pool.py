@@ -66,6 +66,9 @@ class ProviderPool:
                 except ProviderError as exc:
                     log.warning("%s", exc)
                     provider = UnusableProvider(exc)
+                except ValueError as exc:  # a malformed endpoint (e.g. a base_url that is not http(s))
+                    log.warning("%s: %s", desc.id, exc)
+                    provider = UnusableProvider(ProviderError(desc.id, f"unusable endpoint: {exc}"))
                 self._cache[key] = provider
             return provider
 
