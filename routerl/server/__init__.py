@@ -9,7 +9,10 @@ Modules, one job each:
 * ``router_loader``: which router the server runs (a baseline, the policy, or ``descriptor-score``);
 * ``service``: the ``routerl.v1.Router`` servicer (RPC logic, status codes, paged listings);
 * ``batching``: micro-batching of concurrent ``Route`` calls for routers with ``decide_batch``;
-* ``admission``: load limits (bounded concurrency and a bounded, time-limited queue per lane);
+* ``complete``: the ``Complete``/``CompleteStream`` RPCs: the live executor over the registry's
+  models with endpoints, the spend ledger, key resolution and status mapping;
+* ``admission``: load limits (bounded concurrency and a bounded, time-limited queue per lane:
+  Route, registry, Complete);
 * ``auth``: bearer tokens (routing and admin), compared in constant time, never logged;
 * ``observe``: Prometheus metrics, the JSON access log, request ids;
 * ``handlers``: binds the servicer to gRPC: strict decoding, auth, lanes, metrics, access log;
