@@ -1,0 +1,130 @@
+"""Render a routing decision as a chat prompt for the policy LM.
+
+The prompt is the chat template applied to two messages, followed by the transcript of earlier
+calls of this request (if any), after the assistant header::
+
+    <system>   SYSTEM_TEXT: the action grammar and the cost knob (fixed text)
+    <user>     Candidates:               <- first, so a pool's KV state can be cached across requests
+               [1] est $0.21/1k q (in $0.15 out $0.60 /Mtok); math 0.42 (n=80), all 0.61
+               [2] ...
+               Query (math, 120 tokens): <text, long ones cut in the middle>
+               Cost knob: 0.1 score points per $ per 1k queries. Calls allowed: 2.
+    <assistant> <route>2</route><info>[2] answered (cost $0.210/1k q): ...</info>   <- transcript
+
+The transcript is exactly the token stream a multi-round training rollout produces (the policy's
+action, then the environment's ``<info>`` block), so the policy reads the same text in training and
+in serving. ``info_block`` reproduces ``routerl.env.Episode.info_text`` (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from routerl.descriptors.model import ModelDescriptor
+from routerl.descriptors.render import render_candidates
+from routerl.env.actions import INFO_CLOSE, INFO_OPEN, format_route
+from routerl.routers.base import Attempt, Query
+
+SYSTEM_TEXT = (
+    "You route a query to one of the candidate models listed by number with: estimated cost per 1k "
+    "queries like this one, prices per million tokens, accuracy on sample prompts of the query's domain "
+    "(n = samples) and overall (all).\n"
+    "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
+    "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
+    "candidate k; its answer comes back in <info>...</info>; then <accept/> it or route to another, "
+    "within the calls allowed."
+)
+
+
+def _cut(text: str, max_chars: int) -> str:
+    """Keep the head and the tail of a long text."""
+    if len(text) <= max_chars:
+        return text
+    head = max_chars // 2
+    return text[:head] + " ... " + text[len(text) - (max_chars - head) :]
+
+
+def user_text(
+    query: Query,
+    candidates: Sequence[ModelDescriptor],
+    knob: float,
+    max_rounds: int = 1,
+    max_query_chars: int = 1500,
+) -> str:
+    """The user message: candidates first, then the query, then the knob and the call limit."""
+    tokens = query.tokens
+    lines = ["Candidates:", render_candidates(candidates, tokens, query.domain)]
+    domain = f"{query.domain}, " if query.domain else ""
+    lines.append(f"Query ({domain}{tokens:.0f} tokens): {_cut(query.text.strip(), max_query_chars)}")
+    lines.append(f"Cost knob: {knob:g} score points per $ per 1k queries. Calls allowed: {max_rounds}.")
+    return "\n".join(lines)
+
+
+def messages(
+    query: Query,
+    candidates: Sequence[ModelDescriptor],
+    knob: float,
+    max_rounds: int = 1,
+    max_query_chars: int = 1500,
+) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_TEXT},
+        {"role": "user", "content": user_text(query, candidates, knob, max_rounds, max_query_chars)},
+    ]
+
+
+def info_block(position: int, response: str, cost_usd: float, max_chars: int = 600) -> str:
+    """The ``<info>`` block of an answer by 0-based candidate ``position`` (as the environment writes it)."""
+    text = response or "(no response recorded)"
+    if len(text) > max_chars:
+        head = max_chars // 3
+        tail = max_chars - head
+        text = text[:head] + " ... " + text[-tail:]
+    return f"{INFO_OPEN}[{position + 1}] answered (cost ${cost_usd * 1000:.3f}/1k q): {text}{INFO_CLOSE}"
+
+
+def attempt_positions(candidates: Sequence[ModelDescriptor], attempts: Sequence[Attempt]) -> list[int | None]:
+    """0-based candidate position of each attempt's model (None when it is not a candidate)."""
+    index = {c.id: k for k, c in enumerate(candidates)}
+    return [index.get(a.model_id) for a in attempts]
+
+
+def transcript(candidates: Sequence[ModelDescriptor], attempts: Sequence[Attempt], max_info_chars: int = 600) -> str:
+    """Earlier calls as ``<route>k</route><info>...</info>`` pairs (a call to a model outside the
+    candidate list shows only its ``<info>`` block, numbered 0)."""
+    parts = []
+    for pos, attempt in zip(attempt_positions(candidates, attempts), attempts):
+        if pos is None:
+            parts.append(info_block(-1, attempt.response, attempt.cost_usd, max_info_chars))
+        else:
+            parts.append(format_route(pos) + info_block(pos, attempt.response, attempt.cost_usd, max_info_chars))
+    return "".join(parts)
+
+
+def render_prompt(
+    tokenizer,
+    query: Query,
+    candidates: Sequence[ModelDescriptor],
+    knob: float,
+    attempts: Sequence[Attempt] = (),
+    *,
+    max_rounds: int = 1,
+    max_query_chars: int = 1500,
+    max_info_chars: int = 600,
+) -> str:
+    """The full prompt text: chat template with the generation prompt, then the transcript."""
+    msgs = messages(query, candidates, knob, max_rounds, max_query_chars)
+    head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    return head + transcript(candidates, attempts, max_info_chars)
+
+
+def episode_prompt(tokenizer, spec, *, max_query_chars: int = 1500) -> str:
+    """The first-turn prompt of an environment episode (``routerl.env.EpisodeSpec``)."""
+    return render_prompt(
+        tokenizer, spec.query, spec.descriptors, spec.knob, max_rounds=spec.max_rounds, max_query_chars=max_query_chars
+    )
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` with no special tokens added (the template already holds them)."""
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

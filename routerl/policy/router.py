@@ -1,0 +1,254 @@
+"""``PolicyRouter``: the policy LM behind the ``Router`` interface, and ``load_policy_router``.
+
+    router = load_policy_router(None)                 # shipped adapter, else the base model
+    router = load_policy_router("runs/tiny/final")    # a training checkpoint (LoRA + config YAML)
+    decision = router.decide(query, candidates, knob=0.1, attempts=[...])
+
+A checkpoint directory holds a LoRA adapter (``adapter_config.json``) and ``routerl_config.yaml``,
+the resolved training config: its ``model`` section names the base, its ``policy`` section the
+decoding settings (mode, think budget, rounds). A plain HF model directory or a known base name
+(``routerl.policy.loading.KNOWN_BASES``) works too, with default settings.
+
+Decisions are deterministic (greedy decoding, no sampling). With ``attempts``, the policy may
+accept the last answer or route to a candidate not yet called; once ``max_rounds`` calls were made,
+or nobody is left to call, it accepts. ``ranking`` lists every candidate, best first, with the
+probability the policy gives to routing there; the accepted model carries the accept probability;
+candidates already called (other than the accepted one) get 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from routerl.descriptors.model import ModelDescriptor
+from routerl.policy import prompt as P
+from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
+from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
+from routerl.policy.scoring import action_options, branch_logprobs
+from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "routerl_config.yaml"
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
+MODES = ("think", "fast")
+
+
+@dataclass
+class PolicyConfig:
+    """How the policy renders prompts and decodes (shared by training rollouts and serving).
+
+    Attributes:
+        mode: ``think`` (generate a short reasoning, then act) or ``fast`` (score every action in
+            one batched forward pass, no generation).
+        think_budget: tokens the policy may think before its action is forced (think mode).
+        action_tokens: tokens reserved after the think for the action tags.
+        max_rounds: calls the policy may make for one request (1 = single call).
+        max_query_chars: longer queries are cut in the middle to this many characters.
+        max_info_chars: characters of an earlier answer shown in its ``<info>`` block.
+    """
+
+    mode: str = "think"
+    think_budget: int = 48
+    action_tokens: int = 12
+    max_rounds: int = 1
+    max_query_chars: int = 1500
+    max_info_chars: int = 600
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "PolicyConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class PolicyRouter(Router):
+    """The RL policy as a ``Router`` (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy"):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or PolicyConfig()
+        self.name = name
+        self.max_rounds = self.config.max_rounds
+
+    # -- prompt --------------------------------------------------------------------------------
+    def prompt_ids(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> list[int]:
+        c = self.config
+        text = P.render_prompt(
+            self.tokenizer, query, candidates, knob, attempts,
+            max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars,
+        )  # fmt: skip
+        return P.encode(self.tokenizer, text)
+
+    # -- deciding ------------------------------------------------------------------------------
+    def _state(self, candidates, attempts):
+        called = [p for p in P.attempt_positions(candidates, attempts) if p is not None]
+        must_accept = bool(attempts) and (len(attempts) >= self.max_rounds or len(set(called)) >= len(candidates))
+        return called, must_accept
+
+    def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
+        if not candidates:
+            raise ValueError("no candidates to route to")
+        called, must_accept = self._state(candidates, attempts)
+        if must_accept:
+            kept = attempts[-1].model_id
+            ranking = [(kept, 1.0)] + [(c.id, 0.0) for c in candidates if c.id != kept]
+            return Decision("accept", kept, ranking, router=self.name)
+        ids = self.prompt_ids(query, candidates, knob, attempts)
+        allow_accept = bool(attempts)
+        if self.config.mode == "fast":
+            options = action_options(len(candidates), called, allow_accept)
+            probs = self._fast(ids, [()], options)[0]
+            best = options[int(torch.argmax(probs))]
+            kind, index, think = ("accept" if best.is_accept else "route"), best.index, ""
+        else:
+            turn = think_then_act(
+                self.model, self.tokenizer, ids, len(candidates), called=called, allow_accept=allow_accept,
+                think_budget=self.config.think_budget, action_tokens=self.config.action_tokens,
+            )  # fmt: skip
+            if turn.fallback or turn.forced:
+                log.debug("policy turn malformed (%s); %s", turn.error, "forced the action" if turn.forced else "fast-mode fallback")
+            options, probs = turn.options, turn.probs
+            kind, index, think = turn.action.kind, turn.action.index, turn.think
+        return self._decision(query, candidates, attempts, options, probs, kind, index, think)
+
+    def decide_many(self, query, candidates, knobs, attempts=()):
+        """In fast mode, every knob is scored in one batched pass over the shared prompt prefix."""
+        if self.config.mode != "fast" or len(knobs) < 2:
+            return [self.decide(query, candidates, k, attempts) for k in knobs]
+        if not candidates:
+            raise ValueError("no candidates to route to")
+        called, must_accept = self._state(candidates, attempts)
+        if must_accept:
+            return [self.decide(query, candidates, k, attempts) for k in knobs]
+        prompts = [self.prompt_ids(query, candidates, k, attempts) for k in knobs]
+        shared = _common_prefix(prompts)
+        shared = min(shared, min(len(p) for p in prompts) - 1)
+        options = action_options(len(candidates), called, bool(attempts))
+        all_probs = self._fast(prompts[0][:shared], [p[shared:] for p in prompts], options)
+        out = []
+        for probs in all_probs:
+            best = options[int(torch.argmax(probs))]
+            kind = "accept" if best.is_accept else "route"
+            out.append(self._decision(query, candidates, attempts, options, probs, kind, best.index, ""))
+        return out
+
+    def decide_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
+        """Decide many requests together (the server's micro-batching): think mode generates every
+        turn in one batched ``generate``; fast mode scores each request with its own prefix cache."""
+        if self.config.mode == "fast":
+            return [self.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+        out: list[Decision | None] = [None] * len(calls)
+        todo = []
+        for i, c in enumerate(calls):
+            if not c.candidates:
+                raise ValueError("no candidates to route to")
+            called, must_accept = self._state(c.candidates, c.attempts)
+            if must_accept:
+                out[i] = self.decide(c.query, c.candidates, c.knob, c.attempts)
+            else:
+                todo.append((i, called, self.prompt_ids(c.query, c.candidates, c.knob, c.attempts)))
+        if todo:
+            budget = self.config.think_budget + self.config.action_tokens
+            turns = generate_turns(self.model, self.tokenizer, [ids for _, _, ids in todo], budget)
+            for (i, called, ids), new_ids in zip(todo, turns):
+                c = calls[i]
+                turn = act_on_turn(self.model, self.tokenizer, ids, new_ids, len(c.candidates), called=called, allow_accept=bool(c.attempts))
+                out[i] = self._decision(
+                    c.query, c.candidates, c.attempts, turn.options, turn.probs, turn.action.kind, turn.action.index, turn.think
+                )
+        return out
+
+    def _fast(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], options) -> list[torch.Tensor]:
+        """Probabilities over ``options`` for each context ``prefix + suffix``: ``len(suffixes)`` rows."""
+        conts = [self.tokenizer(o.text, add_special_tokens=False)["input_ids"] for o in options]
+        branches = [(s, c) for s in suffixes for c in conts]
+        logp = branch_logprobs(self.model, prefix, branches, self.tokenizer.pad_token_id).view(len(suffixes), len(options))
+        return list(torch.softmax(logp, dim=-1))
+
+    def _decision(self, query, candidates, attempts, options, probs, kind, index, think) -> Decision:
+        p = {o.index: float(x) for o, x in zip(options, probs)}
+        ranking = {c.id: p.get(k, 0.0) for k, c in enumerate(candidates)}
+        if attempts and None in p:
+            ranking[attempts[-1].model_id] = p[None]
+        order = sorted(ranking.items(), key=lambda kv: -kv[1])
+        if kind == "accept":
+            return Decision("accept", attempts[-1].model_id, order, think=think, router=self.name)
+        chosen = candidates[index]
+        return Decision(
+            "route", chosen.id, order, think=think, est_cost_usd=float(chosen.estimate_cost_usd(query.tokens)), router=self.name
+        )
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        t = seqs[0][i]
+        if any(s[i] != t for s in seqs[1:]):
+            return i
+    return n
+
+
+def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved training config saved beside an adapter (empty when absent)."""
+    f = Path(path) / CONFIG_FILE
+    if not f.exists():
+        return {}
+    raw = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{f}: expected a mapping")
+    return raw
+
+
+def load_policy_model(path_or_name: str | Path | None = None):
+    """``(model, tokenizer, PolicyConfig)`` for an adapter directory, a model directory or a base
+    name; None = the shipped adapter under ``routerl/assets/policy/`` if present, else the base."""
+    if path_or_name is None:
+        path_or_name = ASSETS_DIR if (ASSETS_DIR / "adapter_config.json").exists() else DEFAULT_BASE
+    path = Path(path_or_name)
+    raw = read_checkpoint_config(path) if path.is_dir() else {}
+    model_cfg = raw.get("model") or {}
+    policy_cfg = PolicyConfig.from_dict(raw.get("policy") or {})
+    if path.is_dir() and (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base = model_cfg.get("base")
+        if not base:
+            import json
+
+            base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        tiny = TinySpec(**(model_cfg.get("tiny") or {}))
+        tok_dir = str(path) if (path / "tokenizer.json").exists() else None
+        model, tokenizer = load_base(base, tiny=tiny, dtype=model_cfg.get("dtype", "float32"), tokenizer_dir=tok_dir)
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        return model, tokenizer, policy_cfg
+    model, tokenizer = load_base(str(path_or_name))
+    return model, tokenizer, policy_cfg
+
+
+def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
+    """A ``PolicyRouter`` from a checkpoint, a model directory or a base name (see the module docstring).
+    ``overrides`` replace ``PolicyConfig`` fields (e.g. ``mode="fast"``)."""
+    known = {f.name for f in fields(PolicyConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown policy option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    model, tokenizer, config = load_policy_model(path_or_none)
+    if overrides:
+        config = PolicyConfig(**{**config.__dict__, **overrides})
+    name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
+    return PolicyRouter(model, tokenizer, config, name=name)
