@@ -1,0 +1,102 @@
+"""Train the routing policy: supervised warm start, then GRPO, from one YAML config.
+
+    python -m routerl.train --config configs/grpo_tiny.yaml
+    accelerate launch -m routerl.train --config configs/grpo_tiny.yaml
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m routerl.train --config configs/grpo_tiny.yaml
+    accelerate launch --config_file configs/accelerate/gpu.yaml -m routerl.train --config configs/grpo_smollm2.yaml
+
+Options: ``--stage sft|grpo|sft+grpo`` (overrides ``stage``), ``--output-dir DIR``,
+``--resume [auto|CHECKPOINT]`` and ``--set SECTION.FIELD=VALUE`` (repeatable; any config field).
+
+The run directory gets ``sft/`` and ``grpo/`` (each stage's checkpoints and ``final/`` adapter),
+``final/`` (the last stage's adapter: ``load_policy_router(<dir>/final)``) and
+``routerl_config.yaml`` (the resolved config). A config error exits with status 2 and a message
+naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+from routerl.policy.router import CONFIG_FILE
+from routerl.train.config import load_config, save_config
+from routerl.train.episodes import build_envs, validation_episodes
+from routerl.train.grpo import train_grpo
+from routerl.train.setup import load_trainable, setup_tracking
+from routerl.train.sft import train_sft
+
+log = logging.getLogger("routerl.train")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m routerl.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="training config YAML (see configs/grpo_tiny.yaml)")
+    parser.add_argument("--stage", choices=["sft", "grpo", "sft+grpo"], help="override the config's stage")
+    parser.add_argument("--output-dir", help="override the config's output_dir")
+    parser.add_argument("--resume", nargs="?", const="auto", help="resume: auto (last checkpoint) or a checkpoint path")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.set)
+    if args.stage:
+        overrides.append(f"stage={args.stage}")
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.resume:
+        overrides.append(f"resume_from_checkpoint={args.resume}")
+    try:
+        config = load_config(args.config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"routerl.train: error: {exc}", file=sys.stderr)
+        return 2
+
+    import torch
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    state = PartialState(cpu=not torch.cuda.is_available())  # as the Trainer will set it up (gloo on CPU)
+    logging.basicConfig(level=logging.INFO if state.is_main_process else logging.WARNING, format="%(asctime)s %(name)s: %(message)s", force=True)
+    setup_tracking(config)
+    set_seed(config.seed)
+    out = Path(config.output_dir)
+
+    # Environment: training episodes (train prompts, seen models) and fixed validation episodes.
+    envs = build_envs(config)
+    val = validation_episodes(envs, config.validation.n_episodes, config.validation.seed) if config.validation.n_episodes else []
+
+    # Stage 1: supervised warm start (skipped when resuming a run whose warm start is done).
+    adapter = None
+    sft_final = out / "sft" / "final"
+    if "sft" in config.stage.split("+"):
+        if config.resume_from_checkpoint and (sft_final / "adapter_config.json").exists() and config.stage != "sft":
+            log.info("warm start already done: %s", sft_final)
+            adapter = str(sft_final)
+        else:
+            model, tokenizer = load_trainable(config)
+            adapter = str(train_sft(config, envs, model, tokenizer, val))
+
+    # Stage 2: GRPO, from the warm-start adapter when there is one.
+    if "grpo" in config.stage.split("+"):
+        model, tokenizer = load_trainable(config, adapter)
+        adapter = str(train_grpo(config, envs, model, tokenizer, val))
+
+    # The final adapter and the resolved config.
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shutil.copytree(adapter, out / "final", dirs_exist_ok=True)
+        save_config(config, out / CONFIG_FILE)
+        log.info("final policy adapter: %s", out / "final")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Episodes for training: the environments from ``data``, a fixed bank of training episodes and a
+fixed set of validation episodes.
+
+Training episodes come from ``RoutingEnv.sample_episode`` (train prompts, random pools of *seen*
+models of random size and order, a random knob, perturbed descriptors); the env refuses unseen
+models. Each episode's first-turn prompt text is the GRPO dataset's ``prompt``; the rollout finds
+the episode again by that text (``EpisodeBank.fresh``). Validation episodes use val prompts and
+unperturbed descriptors of seen models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from routerl.data import Splits, load_outcomes
+from routerl.data.synthetic import SyntheticWorld
+from routerl.env import Episode, RoutingEnv
+from routerl.policy.prompt import episode_prompt
+
+
+def build_envs(config) -> list[RoutingEnv]:
+    """One ``RoutingEnv`` per data source of ``config.data`` (a ``TrainConfig``)."""
+    data, env_config = config.data, config.env.build()
+    if data.synthetic is not None:
+        s = data.synthetic
+        world = SyntheticWorld(
+            seed=s.seed, n_seen=s.n_seen, n_unseen=s.n_unseen, n_prompts=s.n_prompts,
+            domains=tuple(s.domains), discrimination=s.discrimination, signal=s.signal,
+        )  # fmt: skip
+        table, splits, _ = world.build()
+        return [RoutingEnv(table, splits, env_config)]
+    splits = Splits.load(data.splits)
+    return [RoutingEnv(load_outcomes(path, responses=data.responses), splits, env_config) for path in data.tables]
+
+
+def fresh(episode: Episode) -> Episode:
+    """An unplayed copy of ``episode`` (same prompt, pool, descriptors, knob and outcomes)."""
+    return dataclasses.replace(episode, calls=[], actions=[], done=False)
+
+
+def _pick_env(envs: list[RoutingEnv], rng: np.random.Generator) -> RoutingEnv:
+    if len(envs) == 1:
+        return envs[0]
+    weights = np.array([env.table.prompts_in("train").size for env in envs], dtype=float)
+    return envs[int(rng.choice(len(envs), p=weights / weights.sum()))]
+
+
+@dataclass
+class EpisodeBank:
+    """Pre-sampled training episodes and their prompt texts (index-aligned)."""
+
+    episodes: list[Episode]
+    prompts: list[str]
+
+    def __post_init__(self) -> None:
+        # Identical prompt text means identical observation (query, pool descriptors, knob); the
+        # first such episode stands for all of them.
+        self._by_prompt: dict[str, int] = {}
+        for i, p in enumerate(self.prompts):
+            self._by_prompt.setdefault(p, i)
+
+    @classmethod
+    def sample(cls, envs: list[RoutingEnv], tokenizer, n: int, seed: int, max_query_chars: int = 1500) -> "EpisodeBank":
+        rng = np.random.default_rng(seed)
+        episodes = [_pick_env(envs, rng).sample_episode(rng) for _ in range(n)]
+        prompts = [episode_prompt(tokenizer, e.spec, max_query_chars=max_query_chars) for e in episodes]
+        return cls(episodes, prompts)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def fresh(self, prompt: str) -> Episode:
+        """An unplayed copy of the episode whose prompt text is ``prompt``."""
+        try:
+            return fresh(self.episodes[self._by_prompt[prompt]])
+        except KeyError:
+            raise KeyError(f"no training episode has this prompt: {prompt[-200:]!r}") from None
+
+
+def validation_episodes(envs: list[RoutingEnv], n: int, seed: int) -> list[Episode]:
+    """``n`` fixed episodes on val prompts over random pools of seen models (no descriptor noise)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        env = _pick_env(envs, rng)
+        c = env.config
+        val = env.table.prompts_in("val")
+        ok = val[(env.table.available[val][:, env.seen]).sum(axis=1) >= c.min_pool]
+        if ok.size == 0:
+            raise ValueError(f"{env.table.name}: no val prompt has {c.min_pool} seen, priced models")
+        prompt = int(rng.choice(ok))
+        members = np.flatnonzero(env.table.available[prompt] & env.seen)
+        size = int(rng.integers(min(c.min_pool, members.size), min(c.max_pool, members.size) + 1))
+        pool = rng.permutation(members)[:size]
+        out.append(env.episode(prompt, pool, float(rng.choice(c.knobs)), training=False))
+    return out

@@ -1,0 +1,111 @@
+"""Shared set-up of a training stage: tracking, precision, the trainable model, common arguments.
+
+* ``setup_tracking``: sets ``WANDB_MODE`` (offline by default) unless the user set it, and
+  ``WANDB_PROJECT``/``WANDB_DIR``, when ``tracking.report_to`` names wandb.
+* ``load_trainable``: the base LM with a LoRA adapter, new (``lora`` section) or loaded from an
+  existing adapter directory and kept trainable.
+* ``common_args``: ``TrainingArguments`` keywords every stage shares (device, precision, seed,
+  reporting, output directory); ``resume_point``: the stage's ``resume_from_checkpoint``;
+  ``save_adapter``: adapter + tokenizer + ``routerl_config.yaml`` into one directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from routerl.policy.loading import TinySpec, load_base
+from routerl.policy.router import CONFIG_FILE
+from routerl.train.config import TrainConfig, save_config
+
+
+def setup_tracking(config: TrainConfig) -> None:
+    if "wandb" not in config.tracking.report_to:
+        return
+    os.environ.setdefault("WANDB_MODE", config.tracking.wandb_mode)
+    os.environ.setdefault("WANDB_PROJECT", config.tracking.project)
+    os.environ.setdefault("WANDB_DIR", str(Path(config.output_dir).resolve()))
+    os.environ.setdefault("WANDB_RUN_GROUP", Path(config.output_dir).name)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def finish_tracking() -> None:
+    """Close the stage's wandb run so the next stage starts its own."""
+    try:
+        import wandb
+    except ImportError:  # pragma: no cover
+        return
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def precision(config: TrainConfig) -> dict[str, Any]:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    bf16 = config.bf16
+    if bf16 == "auto":
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+    if bf16 and not cuda:
+        raise ValueError("config field 'bf16': true needs a CUDA device (this run is on CPU)")
+    return {"use_cpu": not cuda, "bf16": bool(bf16), "fp16": False}
+
+
+def common_args(config: TrainConfig, stage: str) -> dict[str, Any]:
+    run_name = config.tracking.run_name or Path(config.output_dir).name
+    return {
+        "output_dir": str(Path(config.output_dir) / stage),
+        "seed": config.seed,
+        "report_to": [r for r in config.tracking.report_to if r != "none"] or "none",
+        "run_name": f"{run_name}-{stage}",
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "save_strategy": "steps",
+        "logging_first_step": True,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        **precision(config),
+    }
+
+
+def load_trainable(config: TrainConfig, adapter: str | None = None):
+    """``(PeftModel, tokenizer)``: the base with a trainable LoRA adapter."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    m = config.model
+    adapter = adapter or m.adapter
+    tok_dir = adapter if adapter and (Path(adapter) / "tokenizer.json").exists() else None
+    model, tokenizer = load_base(m.base, tiny=TinySpec(**vars(m.tiny)), dtype=m.dtype, tokenizer_dir=tok_dir)
+    if adapter:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        modules_to_save=list(config.lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), tokenizer
+
+
+def resume_point(config: TrainConfig, stage_dir: Path) -> str | bool | None:
+    """``resume_from_checkpoint`` for the stage writing to ``stage_dir``: ``auto`` resumes its last
+    checkpoint if any; a checkpoint path applies only to the stage whose directory holds it."""
+    r = config.resume_from_checkpoint
+    if r is None:
+        return None
+    if r == "auto":
+        return True if any(stage_dir.glob("checkpoint-*")) else None
+    if not (Path(r) / "trainer_state.json").exists():
+        raise FileNotFoundError(f"config field 'resume_from_checkpoint': no Trainer checkpoint in {r}")
+    return r if Path(r).resolve().parent == stage_dir.resolve() else None
+
+
+def save_adapter(trainer, config: TrainConfig, path: Path) -> None:
+    """The LoRA adapter, the tokenizer and ``routerl_config.yaml`` into ``path``."""
+    trainer.save_model(str(path))
+    if trainer.accelerator.is_main_process:
+        save_config(config, path / CONFIG_FILE)
+    trainer.accelerator.wait_for_everyone()  # the next stage loads it on every rank

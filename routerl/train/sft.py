@@ -1,0 +1,93 @@
+"""The supervised warm start: teach the policy the action grammar by imitating a teacher router.
+
+A cold small LM never emits ``<route>k</route>``, so GRPO would see only format penalties. This
+stage labels ``data.n_sft_episodes`` training episodes with a teacher (``routerl.train.teacher``)
+and fine-tunes the LoRA adapter on the teacher's full trajectories::
+
+    input_ids = prompt | turn_1 | info_1 | turn_2 | eos
+    labels    = -100   | turn_1 |  -100  | turn_2 | eos
+
+so ``<info>`` text is masked out exactly as in GRPO. A share ``sft.think_fraction`` of the
+examples carries a short rationale in ``<think>``; the rest act directly, which also trains the
+fast mode's ``<route>k</route>`` continuations. Every piece is tokenized on its own and
+concatenated, the way rollouts and serving build their contexts.
+
+    accelerate launch -m routerl.train --config configs/grpo_tiny.yaml --stage sft
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from routerl.policy.prompt import encode, episode_prompt
+from routerl.train.callbacks import ExtraLogsMixin, SaveConfigCallback, ValidationCallback
+from routerl.train.config import TrainConfig
+from routerl.train.episodes import EpisodeBank
+from routerl.train.setup import common_args, finish_tracking, resume_point, save_adapter
+from routerl.train.teacher import trajectory
+
+log = logging.getLogger(__name__)
+
+
+def sft_example(tokenizer, prompt_text: str, pieces: list[str]) -> dict[str, list[int]]:
+    """``input_ids``/``labels`` of one trajectory ``[turn, info, turn, ...]`` (see the module docstring)."""
+    ids = encode(tokenizer, prompt_text)
+    labels = [-100] * len(ids)
+    for i, text in enumerate(pieces):
+        piece = encode(tokenizer, text)
+        ids += piece
+        labels += piece if i % 2 == 0 else [-100] * len(piece)
+    ids.append(tokenizer.eos_token_id)
+    labels.append(tokenizer.eos_token_id)
+    return {"input_ids": ids, "labels": labels}
+
+
+def build_sft_dataset(config: TrainConfig, envs, tokenizer):
+    """A ``datasets.Dataset`` of teacher trajectories on freshly sampled training episodes."""
+    from datasets import Dataset
+
+    n = config.data.n_sft_episodes
+    bank = EpisodeBank.sample(envs, tokenizer, n, seed=config.data.seed + 1, max_query_chars=config.policy.max_query_chars)
+    rng = np.random.default_rng(config.seed)
+    rows = []
+    for episode, prompt in zip(bank.episodes, bank.prompts):
+        think = bool(rng.random() < config.sft.think_fraction)
+        rows.append(sft_example(tokenizer, prompt, trajectory(episode, config.sft.teacher, think)))
+    return Dataset.from_list(rows)
+
+
+def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path:
+    """Run the warm start on the (PEFT) ``model``; returns the final adapter directory."""
+    from trl import SFTConfig, SFTTrainer
+
+    class RoutingSFTTrainer(ExtraLogsMixin, SFTTrainer):
+        pass
+
+    s = config.sft
+    dataset = build_sft_dataset(config, envs, tokenizer)
+    log.info("SFT on %d teacher trajectories (%s teacher)", len(dataset), s.teacher)
+    args = SFTConfig(
+        **common_args(config, "sft"),
+        learning_rate=s.learning_rate,
+        max_steps=s.max_steps,
+        num_train_epochs=s.epochs,
+        per_device_train_batch_size=s.batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        warmup_steps=s.warmup_ratio,
+        logging_steps=s.logging_steps,
+        save_steps=s.save_steps,
+        max_length=None,
+        packing=False,
+        **s.extra,
+    )
+    trainer = RoutingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.add_callback(SaveConfigCallback(config))
+    ValidationCallback(config, val_episodes, tokenizer).attach(trainer)
+    trainer.train(resume_from_checkpoint=resume_point(config, Path(args.output_dir)))
+    final = Path(args.output_dir) / "final"
+    save_adapter(trainer, config, final)
+    finish_tracking()
+    return final
