@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from routerl.descriptors.model import ModelDescriptor
-from routerl.env.actions import INFO_CLOSE, INFO_OPEN, Action, parse_action
+from routerl.env.actions import Action, info_block, parse_action
 from routerl.routers.base import Query
 
 
@@ -69,12 +69,7 @@ class Episode:
     def info_text(self, k: int) -> str:
         """``<info>`` block for candidate position ``k``: its answer (head and tail kept when long)
         and its cost per 1k queries."""
-        text = self.responses[k] or "(no response recorded)"
-        if len(text) > self.max_info_chars:
-            head = self.max_info_chars // 3
-            tail = self.max_info_chars - head
-            text = text[:head] + " ... " + text[-tail:]
-        return f"{INFO_OPEN}[{k + 1}] answered (cost ${self.costs[k] * 1000:.3f}/1k q): {text}{INFO_CLOSE}"
+        return info_block(k, self.responses[k], self.costs[k], self.max_info_chars)
 
     # -- results -----------------------------------------------------------------------------
     @property
