@@ -108,3 +108,11 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == "routerl.train: error: config field 'grpo.learning_rate': must be > 0, got -1.0"
+
+
+def test_validation_aiq_knobs_are_checked():
+    from routerl.train.config import ConfigError, ValidationSection
+
+    with pytest.raises(ConfigError, match="aiq_knobs"):
+        ValidationSection(aiq_knobs=[0.0, -1.0]).validate()
+    ValidationSection(aiq_knobs=[]).validate()

@@ -69,8 +69,10 @@ def test_launch_writes_adapters_configs_checkpoints_and_logs(tiny_run):
     for key in (
         "rewards/format/mean", "rewards/outcome/mean", "rewards/cost/mean", "episode/format_rate",
         "episode/cost_per_1k", "episode/calls", "route/pos_1", "route/pos_4", "val/reward", "val/accuracy",
+        "val/aiq",
     ):  # fmt: skip
         assert key in keys, key
+    assert all(0.0 <= h["val/aiq"] <= 1.0 for h in history if "val/aiq" in h)
     assert any(k.startswith("route/model/syn-") for k in keys)
 
 

@@ -2,7 +2,8 @@
 
 ``ValidationCallback`` plays a fixed set of validation episodes every ``validation.every_steps``
 steps and at the end of training (main process only) and logs ``val/reward``, ``val/accuracy``,
-``val/cost_per_1k``, ``val/calls``, ``val/format_rate`` and each ``val/reward_<term>`` with the
+``val/cost_per_1k``, ``val/calls``, ``val/format_rate``, each ``val/reward_<term>`` and ``val/aiq``
+(fast-mode AIQ over ``validation.aiq_knobs``; see ``validate.knob_sweep_aiq``) with the
 step's training metrics (through ``ExtraLogsMixin``).
 """
 
@@ -15,7 +16,7 @@ from transformers import TrainerCallback
 
 from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import TrainConfig, save_config
-from routerl.train.validate import evaluate_policy
+from routerl.train.validate import evaluate_policy, knob_sweep_aiq
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class ValidationCallback(TrainerCallback):
             model, self.tokenizer, self.episodes, self.config.policy_config, self.config.reward.build(),
             mode=self.config.validation.mode,
         )  # fmt: skip
+        if self.config.validation.aiq_knobs:
+            metrics["aiq"] = knob_sweep_aiq(
+                model, self.tokenizer, self.episodes, self.config.policy_config, self.config.validation.aiq_knobs
+            )
         self.history.append((state.global_step, metrics))
         log.info("validation at step %d: %s", state.global_step, {k: round(v, 4) for k, v in metrics.items()})
         return {f"val/{k}": v for k, v in metrics.items()}

@@ -428,16 +428,23 @@ class ValidationSection:
         n_episodes: fixed validation episodes (val prompts; pools of seen models); 0 = no validation.
         mode: decision mode used: think (greedy generation, as served) or fast.
         seed: seed of the fixed episode set.
+        aiq_knobs: cost knobs of the validation AIQ (``val/aiq``): the fixed episodes are replayed
+            in fast mode at each knob and the (cost, accuracy) points go through the protocol's AIQ
+            (``routerl.eval.frontier.aiq``); empty = no AIQ.
     """
 
     every_steps: int = 20
     n_episodes: int = 32
     mode: Literal["think", "fast"] = "think"
     seed: int = 1234
+    aiq_knobs: list[float] = field(default_factory=lambda: [0.0, 0.1, 1.0, 10.0])
 
     def validate(self) -> None:
         _at_least(self, "every_steps", 0)
         _at_least(self, "n_episodes", 0)
+        for i, k in enumerate(self.aiq_knobs):
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k) or k < 0:
+                raise ConfigError(f"aiq_knobs[{i}]", f"must be a finite number >= 0, got {k!r}")
 
 
 @dataclass

@@ -5,17 +5,25 @@
 queries), ``calls`` and ``format_rate``. ``mode='think'`` generates turns as the rollout does
 (greedy by default, or sampled with a fixed seed: the policy's expected reward); ``mode='fast'``
 acts by the fast-mode argmax every turn (always well formed).
+
+``knob_sweep_aiq`` replays the same episodes in fast mode at several cost knobs and returns the
+protocol's AIQ of the resulting (cost, accuracy) points, with the cost range set by always calling
+each episode's most expensive candidate (the validation pools are random subsets, so the
+protocol's "most expensive single model" is replaced by that per-pool equivalent).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from routerl.env import Episode
 from routerl.env.actions import format_accept, format_route
+from routerl.eval.frontier import aiq
 from routerl.policy.prompt import encode, episode_prompt
 from routerl.policy.router import PolicyConfig
 from routerl.policy.scoring import action_options, score_actions
@@ -81,3 +89,25 @@ def evaluate_policy(
     out["calls"] = float(np.mean([len(g.calls) for g in games]))
     out["format_rate"] = float(np.mean([g.well_formed for g in games]))
     return out
+
+
+@torch.no_grad()
+def knob_sweep_aiq(model, tokenizer, episodes: Sequence[Episode], policy: PolicyConfig, knobs: Sequence[float]) -> float:
+    """Validation AIQ of fast-mode decisions on ``episodes`` replayed at each of ``knobs``."""
+    if not episodes or not knobs:
+        raise ValueError("knob_sweep_aiq needs episodes and knobs")
+    was_training = model.training
+    model.eval()
+    costs, accuracies = [], []
+    try:
+        for knob in knobs:
+            games = [fresh(dataclasses.replace(e, spec=dataclasses.replace(e.spec, knob=float(knob)))) for e in episodes]
+            for g in games:
+                prompt = encode(tokenizer, episode_prompt(tokenizer, g.spec, max_query_chars=policy.max_query_chars))
+                _fast_play(model, tokenizer, g, prompt)
+            costs.append(float(np.mean([g.cost_usd for g in games])))
+            accuracies.append(float(np.mean([g.outcome for g in games])))
+    finally:
+        model.train(was_training)
+    c_max = float(np.mean([max(e.costs) for e in episodes]))
+    return float(aiq(costs, accuracies, c_max))
