@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routerl.descriptors.render import render_candidates
 from routerl.env import EnvConfig, RoutingEnv
 from routerl.policy import prompt as P
 from routerl.policy.loading import load_tokenizer
@@ -27,9 +26,9 @@ def test_user_text_puts_candidates_first_then_query_then_knob(env):
     ep = env.sample_episode(np.random.default_rng(0))
     q = ep.spec.query
     text = P.user_text(q, ep.spec.descriptors, knob=0.3, max_rounds=2)
-    cands = render_candidates(ep.spec.descriptors, q.tokens, q.domain)
-    assert text.startswith("Candidates:\n" + cands)
-    assert text.index(cands) < text.index(q.text) < text.index("Cost knob: 0.3")
+    cands = P.candidate_block(ep.spec.descriptors)
+    assert text.startswith(cands + "\n")
+    assert text.index(q.text) < text.index("Est cost per 1k queries") < text.index("Cost knob: 0.3")
     assert "Calls allowed: 2." in text
     assert f"[{len(ep.spec.pool)}]" in text and f"[{len(ep.spec.pool) + 1}]" not in text
 
@@ -70,3 +69,22 @@ def test_episode_prompt_is_deterministic(env, tokenizer):
     ep = env.sample_episode(np.random.default_rng(5))
     assert P.episode_prompt(tokenizer, ep.spec) == P.episode_prompt(tokenizer, ep.spec)
     assert f"Calls allowed: {ep.spec.max_rounds}." in P.episode_prompt(tokenizer, ep.spec)
+
+
+def test_candidate_block_is_query_independent(env, tokenizer):
+    """The cacheable prefix (system + candidates) does not depend on the query, knob or attempts."""
+    ep = env.sample_episode(np.random.default_rng(6))
+    descs = ep.spec.descriptors
+    a = P.render_prompt(tokenizer, Query("What is 2+2?", domain="math", prompt_tokens=7), descs, 0.0)
+    b = P.render_prompt(tokenizer, Query("Write a poem " * 50, domain="writing"), descs, 3.0, [Attempt(descs[0].id, "x", 0.001)], max_rounds=2)
+    n = P.split_prompt(tokenizer, descs, a)
+    assert n == P.split_prompt(tokenizer, descs, b) and a[:n] == b[:n]
+    assert a[:n].endswith(P.candidate_block(descs)) and "est" not in P.candidate_block(descs).lower()
+
+
+def test_query_token_cut_keeps_head_and_tail(tokenizer):
+    q = Query("alpha " * 200 + "MIDDLE " + "omega " * 200, domain="math")
+    cut = P.cut_query_tokens(tokenizer, q, 40)
+    assert len(P.encode(tokenizer, cut.text)) <= 50 and "MIDDLE" not in cut.text
+    assert cut.text.startswith("alpha") and cut.text.rstrip().endswith("omega") and cut.tokens == q.tokens
+    assert P.cut_query_tokens(tokenizer, q, 0) is q

@@ -4,11 +4,15 @@ The prompt is the chat template applied to two messages, followed by the transcr
 calls of this request (if any), after the assistant header::
 
     <system>   SYSTEM_TEXT: the action grammar and the cost knob (fixed text)
-    <user>     Candidates:               <- first, so a pool's KV state can be cached across requests
-               [1] est $0.21/1k q (in $0.15 out $0.60 /Mtok); math 0.42 (n=80), all 0.61
-               [2] ...
+    <user>     Candidates:               <- first, and query-independent, so the KV state of
+               [1] in $0.15 out $0.6 /Mtok, ~300 answer tokens; code 0.55 (n=40), math 0.42 (n=80), all 0.61
+               [2] ...                   <- [system + candidates] is cached across requests
                Query (math, 120 tokens): <text, long ones cut in the middle>
+               Est cost per 1k queries like this one: [1] $0.21, [2] $0.050
                Cost knob: 0.1 score points per $ per 1k queries. Calls allowed: 2.
+
+``split_prompt`` returns the length of that cacheable prefix (it ends after the candidate block, so
+its text depends only on the pool's descriptors, never on the query, the knob or the attempts).
     <assistant> <route>2</route><info>[2] answered (cost $0.210/1k q): ...</info>   <- transcript
 
 The transcript is exactly the token stream a multi-round training rollout produces (the policy's
@@ -18,17 +22,18 @@ in serving. ``info_block`` reproduces ``routerl.env.Episode.info_text`` (a test 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from routerl.descriptors.model import ModelDescriptor
-from routerl.descriptors.render import render_candidates
+from routerl.descriptors.render import format_usd_per_1k
 from routerl.env.actions import INFO_CLOSE, INFO_OPEN, format_route
 from routerl.routers.base import Attempt, Query
 
 SYSTEM_TEXT = (
-    "You route a query to one of the candidate models listed by number with: estimated cost per 1k "
-    "queries like this one, prices per million tokens, accuracy on sample prompts of the query's domain "
-    "(n = samples) and overall (all).\n"
+    "You route a query to one of the candidate models listed by number with: prices per million "
+    "tokens, typical answer tokens, accuracy on sample prompts per domain (n = samples) and overall "
+    "(all). After the query: estimated cost per 1k queries like this one.\n"
     "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
     "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
     "candidate k; its answer comes back in <info>...</info>; then <accept/> it or route to another, "
@@ -44,6 +49,32 @@ def _cut(text: str, max_chars: int) -> str:
     return text[:head] + " ... " + text[len(text) - (max_chars - head) :]
 
 
+def candidate_line(position: int, desc: ModelDescriptor) -> str:
+    """One query-independent candidate line (1-based ``position``)."""
+    head = f"[{position}] in ${desc.input_price_per_mtok:g} out ${desc.output_price_per_mtok:g} /Mtok, ~{desc.output_tokens:.0f} answer tokens"
+    if desc.latency_ms:
+        head += f", {desc.latency_ms:.0f} ms"
+    scores = []
+    for d in sorted(desc.sample_scores):
+        n = desc.sample_counts.get(d)
+        scores.append(f"{d} {desc.sample_scores[d]:.2f}" + (f" (n={n})" if n else ""))
+    overall = desc.overall_score()
+    if overall is not None:
+        scores.append(f"all {overall:.2f}")
+    return "; ".join([head] + ([", ".join(scores)] if scores else []))
+
+
+def candidate_block(candidates: Sequence[ModelDescriptor]) -> str:
+    """``Candidates:`` and one line per candidate: the cacheable part of the user message."""
+    return "\n".join(["Candidates:"] + [candidate_line(k + 1, c) for k, c in enumerate(candidates)])
+
+
+def cost_line(candidates: Sequence[ModelDescriptor], prompt_tokens: float) -> str:
+    """The query-dependent cost estimates (shown after the query)."""
+    costs = ", ".join(f"[{k + 1}] {format_usd_per_1k(c.estimate_cost_usd(prompt_tokens))}" for k, c in enumerate(candidates))
+    return f"Est cost per 1k queries like this one: {costs}"
+
+
 def user_text(
     query: Query,
     candidates: Sequence[ModelDescriptor],
@@ -51,11 +82,12 @@ def user_text(
     max_rounds: int = 1,
     max_query_chars: int = 1500,
 ) -> str:
-    """The user message: candidates first, then the query, then the knob and the call limit."""
+    """The user message: candidates first, then the query, its cost estimates, the knob and the call limit."""
     tokens = query.tokens
-    lines = ["Candidates:", render_candidates(candidates, tokens, query.domain)]
+    lines = [candidate_block(candidates)]
     domain = f"{query.domain}, " if query.domain else ""
     lines.append(f"Query ({domain}{tokens:.0f} tokens): {_cut(query.text.strip(), max_query_chars)}")
+    lines.append(cost_line(candidates, tokens))
     lines.append(f"Cost knob: {knob:g} score points per $ per 1k queries. Calls allowed: {max_rounds}.")
     return "\n".join(lines)
 
@@ -116,6 +148,30 @@ def render_prompt(
     msgs = messages(query, candidates, knob, max_rounds, max_query_chars)
     head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return head + transcript(candidates, attempts, max_info_chars)
+
+
+def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str) -> int:
+    """Character length of the cacheable prefix of a ``render_prompt`` text: everything up to and
+    including the candidate block (system text, template tokens, candidates)."""
+    block = candidate_block(candidates)
+    start = text.find("<|im_start|>user\n")
+    i = text.find(block, max(start, 0))
+    if start < 0 or i < 0:
+        raise ValueError("prompt has no candidate block")
+    return i + len(block)
+
+
+def cut_query_tokens(tokenizer, query: Query, max_tokens: int) -> Query:
+    """``query`` with its text cut to a head + tail budget of ``max_tokens`` tokens (joined by
+    `` ... ``); the token count shown in the prompt stays the original one. 0 = no cut."""
+    if max_tokens <= 0:
+        return query
+    ids = encode(tokenizer, query.text.strip())
+    if len(ids) <= max_tokens:
+        return query
+    head = max_tokens // 2
+    text = tokenizer.decode(ids[:head]) + " ... " + tokenizer.decode(ids[len(ids) - (max_tokens - head) :])
+    return replace(query, text=text, prompt_tokens=query.tokens)
 
 
 def episode_prompt(tokenizer, spec, *, max_query_chars: int = 1500) -> str:

@@ -30,7 +30,7 @@ from routerl.descriptors.model import ModelDescriptor
 from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
-from routerl.policy.scoring import action_options, branch_logprobs
+from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, option_logprobs, run_context
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "routerl_config.yaml"
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
 MODES = ("think", "fast")
+DTYPES = ("float32", "bfloat16", "int8")
 
 
 @dataclass
@@ -52,6 +53,15 @@ class PolicyConfig:
         max_rounds: calls the policy may make for one request (1 = single call).
         max_query_chars: longer queries are cut in the middle to this many characters.
         max_info_chars: characters of an earlier answer shown in its ``<info>`` block.
+        cache: fast mode: keep the KV state of the query-independent prompt prefix (system text +
+            candidate block) in an LRU of ``cache_entries`` pools and run only the suffix per
+            request; ``False`` runs the whole prompt every time (the reference path).
+        cache_entries: bound of that LRU.
+        dtype: weights for serving: ``float32``, ``bfloat16`` or ``int8`` (dynamic int8
+            quantization of the Linear layers, CPU only). Applied when the router is built.
+        threads: ``torch.set_num_threads`` when the router is built (0 = leave as is).
+        max_query_tokens: fast mode: cut the query to a head + tail budget of this many tokens
+            (0 = no token cut; ``max_query_chars`` still applies).
     """
 
     mode: str = "think"
@@ -60,8 +70,21 @@ class PolicyConfig:
     max_rounds: int = 1
     max_query_chars: int = 1500
     max_info_chars: int = 600
+    cache: bool = True
+    cache_entries: int = 64
+    dtype: str = "float32"
+    threads: int = 0
+    max_query_tokens: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.cache, bool):
+            raise ValueError(f"field 'cache': must be true or false, got {self.cache!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"field 'dtype': must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name, lo in (("cache_entries", 1), ("threads", 0), ("max_query_tokens", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
         if self.mode not in MODES:
             raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
@@ -79,20 +102,28 @@ class PolicyRouter(Router):
     """The RL policy as a ``Router`` (see the module docstring)."""
 
     def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy"):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
         self.config = config or PolicyConfig()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        self.model = _serving_dtype(model.eval(), self.config.dtype)
+        self.tokenizer = tokenizer
+        self.prefix_cache = PrefixCache(self.config.cache_entries)
+        self._conts: dict[str, list[int]] = {}
         self.name = name
         self.max_rounds = self.config.max_rounds
 
     # -- prompt --------------------------------------------------------------------------------
     def prompt_ids(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> list[int]:
+        return P.encode(self.tokenizer, self.prompt_text(query, candidates, knob, attempts))
+
+    def prompt_text(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> str:
         c = self.config
-        text = P.render_prompt(
+        if c.mode == "fast" and c.max_query_tokens:
+            query = P.cut_query_tokens(self.tokenizer, query, c.max_query_tokens)
+        return P.render_prompt(
             self.tokenizer, query, candidates, knob, attempts,
             max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars,
         )  # fmt: skip
-        return P.encode(self.tokenizer, text)
 
     # -- deciding ------------------------------------------------------------------------------
     def _state(self, candidates, attempts):
@@ -108,14 +139,17 @@ class PolicyRouter(Router):
             kept = attempts[-1].model_id
             ranking = [(kept, 1.0)] + [(c.id, 0.0) for c in candidates if c.id != kept]
             return Decision("accept", kept, ranking, router=self.name)
-        ids = self.prompt_ids(query, candidates, knob, attempts)
         allow_accept = bool(attempts)
         if self.config.mode == "fast":
             options = action_options(len(candidates), called, allow_accept)
-            probs = self._fast(ids, [()], options)[0]
+            if self.config.cache:
+                probs = self.fast_probs(query, candidates, knob, attempts, options)
+            else:
+                probs = self._fast(self.prompt_ids(query, candidates, knob, attempts), [()], options)[0]
             best = options[int(torch.argmax(probs))]
             kind, index, think = ("accept" if best.is_accept else "route"), best.index, ""
         else:
+            ids = self.prompt_ids(query, candidates, knob, attempts)
             turn = think_then_act(
                 self.model, self.tokenizer, ids, len(candidates), called=called, allow_accept=allow_accept,
                 think_budget=self.config.think_budget, action_tokens=self.config.action_tokens,
@@ -173,6 +207,25 @@ class PolicyRouter(Router):
                 )
         return out
 
+    def fast_probs(self, query, candidates, knob, attempts, options) -> torch.Tensor:
+        """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
+        exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them."""
+        text = self.prompt_text(query, candidates, knob, attempts)
+        ids = P.encode(self.tokenizer, text)
+        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text)])
+        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
+            state = run_context(self.model, ids[len(head) :], self.prefix_cache.get(self.model, head))
+        else:  # the tokenizer merged across the boundary: no cache for this prompt
+            state = run_context(self.model, ids)
+        conts = [self._cont(o.text) for o in options]
+        return torch.softmax(option_logprobs(self.model, state, conts, self.tokenizer.pad_token_id), dim=-1)
+
+    def _cont(self, text: str) -> list[int]:
+        ids = self._conts.get(text)
+        if ids is None:
+            ids = self._conts[text] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
     def _fast(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], options) -> list[torch.Tensor]:
         """Probabilities over ``options`` for each context ``prefix + suffix``: ``len(suffixes)`` rows."""
         conts = [self.tokenizer(o.text, add_special_tokens=False)["input_ids"] for o in options]
@@ -192,6 +245,18 @@ class PolicyRouter(Router):
         return Decision(
             "route", chosen.id, order, think=think, est_cost_usd=float(chosen.estimate_cost_usd(query.tokens)), router=self.name
         )
+
+
+def _serving_dtype(model, dtype: str):
+    if dtype == "bfloat16":
+        return model.to(torch.bfloat16)
+    if dtype == "int8":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
 
 
 def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:

@@ -11,10 +11,25 @@ branch, and all branches run in one batched forward pass of shape ``(B, S)`` (ri
 padding sits after each branch's real tokens, so causal attention never sees it). A branch is a
 shared-context suffix plus an action continuation, so one call can score several knob values of
 the same query at once (``PolicyRouter.decide_many``).
+
+Serving speed-ups (same numbers, within float rounding):
+
+* ``PrefixCache``: the KV state of a query-independent prompt prefix (system text + candidate
+  block) is kept in a bounded, thread-safe LRU keyed by a hash of its token ids; a request runs
+  only its suffix on a fork of that state (``fork_cache``: the cache's tensors are never written in
+  place by ``update``/``crop``/``batch_repeat_interleave``, so a fork shares them and costs nothing).
+* ``option_logprobs``: the options that share a token prefix (every ``<route>k</route>`` starts
+  with the tokens of ``<route>``) score that prefix once; only the differing tails (``k</route>``)
+  run as branches. The ``</route>`` tokens after the digit are still scored (dropping them would
+  change the numbers), so this is exact, not an approximation.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -90,6 +105,152 @@ def branch_logprobs(model, prefix_ids: Sequence[int], branches: Sequence[tuple[S
             raise ValueError("every branch needs a non-empty continuation")
         mask[b, len(ctx) : len(ctx) + len(cont)] = True
     return (token_logp * mask).sum(-1).cpu()
+
+
+def fork_cache(cache):
+    """A cache that shares ``cache``'s tensors; appending to or repeating it leaves ``cache`` unchanged."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
+
+
+@dataclass
+class ContextState:
+    """The model state after a context: ``last`` = log-probs of the next token ``(V,)``; ``cache``
+    holds ``length`` positions (never written in place: use ``fork_cache`` before extending it)."""
+
+    last: torch.Tensor
+    cache: object
+    length: int
+
+
+@torch.no_grad()
+def run_context(model, ids: Sequence[int], state: ContextState | None = None) -> ContextState:
+    """Run ``ids`` (after ``state`` when given) and return the state after them."""
+    if not ids:
+        if state is None:
+            raise ValueError("empty context")
+        return state
+    device = _device(model)
+    x = torch.tensor([list(ids)], device=device)
+    past = fork_cache(state.cache) if state is not None else None
+    start = state.length if state is not None else 0
+    out = model(input_ids=x, past_key_values=past, use_cache=True, logits_to_keep=1)
+    last = out.logits[0, -1, :].float().log_softmax(-1)
+    return ContextState(last, out.past_key_values, start + len(ids))
+
+
+@torch.no_grad()
+def _extend_scored(model, state: ContextState, ids: Sequence[int]) -> tuple[float, ContextState]:
+    """Log-likelihood of ``ids`` after ``state``, and the state after them."""
+    device = _device(model)
+    x = torch.tensor([list(ids)], device=device)
+    out = model(input_ids=x, past_key_values=fork_cache(state.cache), use_cache=True)
+    logp = out.logits[0].float().log_softmax(-1)  # (L, V)
+    pred = torch.cat([state.last.unsqueeze(0), logp[:-1]], dim=0)
+    total = float(pred.gather(-1, x[0].unsqueeze(-1)).sum())
+    return total, ContextState(logp[-1], out.past_key_values, state.length + len(ids))
+
+
+@torch.no_grad()
+def tails_logprobs(model, state: ContextState, tails: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """``(B,)`` log-likelihood of each (non-empty) tail after ``state``, in one batched pass over
+    the tails' tokens but the last (whose output is not needed)."""
+    B = len(tails)
+    device = _device(model)
+    first = torch.tensor([t[0] for t in tails], device=device)
+    total = state.last[first].clone()
+    S = max(len(t) for t in tails) - 1
+    if S == 0:
+        return total.cpu()
+    ids = torch.full((B, S), pad_id, dtype=torch.long, device=device)
+    target = torch.full((B, S), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((B, S), dtype=torch.bool, device=device)
+    for b, t in enumerate(tails):
+        n = len(t) - 1
+        if n:
+            ids[b, :n] = torch.tensor(t[:-1], device=device)
+            target[b, :n] = torch.tensor(t[1:], device=device)
+            mask[b, :n] = True
+    cache = fork_cache(state.cache)
+    cache.batch_repeat_interleave(B)
+    attention = torch.ones((B, state.length + S), dtype=torch.long, device=device)
+    logits = model(input_ids=ids, past_key_values=cache, attention_mask=attention, use_cache=True).logits
+    token_logp = logits.float().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    return (total + (token_logp * mask).sum(-1)).cpu()
+
+
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        if any(s[i] != seqs[0][i] for s in seqs[1:]):
+            return i
+    return n
+
+
+@torch.no_grad()
+def option_logprobs(model, state: ContextState, conts: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """``(A,)`` log-likelihood of each continuation after ``state``. Continuations are grouped by
+    their first token; a group of two or more scores its longest common prefix once (one short
+    pass), then only the tails as branches. Equal to ``branch_logprobs`` within float rounding."""
+    if any(not c for c in conts):
+        raise ValueError("every continuation must be non-empty")
+    out = torch.zeros(len(conts))
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(conts):
+        groups.setdefault(c[0], []).append(i)
+    singles = [i for g in groups.values() if len(g) == 1 for i in g]
+    if singles:
+        out[singles] = tails_logprobs(model, state, [conts[i] for i in singles], pad_id)
+    for g in groups.values():
+        if len(g) == 1:
+            continue
+        seqs = [conts[i] for i in g]
+        L = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)  # every tail keeps >= 1 token
+        if L > 0:
+            shared, after = _extend_scored(model, state, seqs[0][:L])
+        else:
+            shared, after = 0.0, state
+        out[g] = shared + tails_logprobs(model, after, [s[L:] for s in seqs], pad_id)
+    return out
+
+
+class PrefixCache:
+    """Bounded, thread-safe LRU of ``ContextState`` keyed by a hash of the prefix token ids."""
+
+    def __init__(self, max_entries: int = 64):
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, ContextState] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(ids: Sequence[int]) -> str:
+        return hashlib.sha256(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, model, ids: Sequence[int]) -> ContextState:
+        """The state after ``ids`` (computed on a miss; two threads missing together both compute)."""
+        k = self.key(ids)
+        with self._lock:
+            state = self._items.get(k)
+            if state is not None:
+                self._items.move_to_end(k)
+                self.hits += 1
+                return state
+            self.misses += 1
+        state = run_context(model, ids)
+        with self._lock:
+            self._items[k] = state
+            self._items.move_to_end(k)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return state
 
 
 def score_actions(model, tokenizer, context_ids: Sequence[int], options: Sequence[ActionOption]) -> torch.Tensor:

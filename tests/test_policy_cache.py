@@ -1,0 +1,108 @@
+"""Fast-mode serving path: prefix KV cache and shared-prefix action scoring equal the reference path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from routerl.env import EnvConfig, RoutingEnv
+from routerl.policy.loading import TinySpec, load_base
+from routerl.policy.router import PolicyConfig, PolicyRouter
+from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, option_logprobs, run_context
+from routerl.routers.base import Attempt, Query
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return load_base("tiny", tiny=TinySpec(seed=7))
+
+
+@pytest.fixture(scope="module")
+def specs(synthetic_world):
+    table, splits, _ = synthetic_world
+    env = RoutingEnv(table, splits, EnvConfig(min_pool=3, max_pool=6, max_rounds=2))
+    rng = np.random.default_rng(3)
+    return [env.sample_episode(rng).spec for _ in range(6)]
+
+
+def _probs(router, spec, knob, attempts=()):
+    d = router.decide(spec.query, spec.descriptors, knob, attempts)
+    return dict(d.ranking), d
+
+
+def test_option_logprobs_equal_branch_logprobs(tiny, specs):
+    model, tok = tiny
+    spec = specs[0]
+    ref = PolicyRouter(model, tok, PolicyConfig(mode="fast", cache=False))
+    ids = ref.prompt_ids(spec.query, spec.descriptors, 0.1)
+    options = action_options(len(spec.descriptors), called=[1], allow_accept=True)
+    conts = [tok(o.text, add_special_tokens=False)["input_ids"] for o in options]
+    want = branch_logprobs(model, ids, [((), c) for c in conts], tok.pad_token_id)
+    got = option_logprobs(model, run_context(model, ids), conts, tok.pad_token_id)
+    assert torch.allclose(want, got, atol=1e-4)
+    split = run_context(model, ids[20:], run_context(model, ids[:20]))  # the same state in two pieces
+    assert torch.allclose(want, option_logprobs(model, split, conts, tok.pad_token_id), atol=1e-4)
+
+
+def test_cached_and_uncached_decisions_agree(tiny, specs):
+    model, tok = tiny
+    cached = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2))
+    plain = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, cache=False))
+    for i, spec in enumerate(specs):  # a new pool each time -> a new cache entry
+        for knob in (0.0, 0.5):
+            attempts = [Attempt(spec.descriptors[0].id, "The answer is 4.", 0.001)] if knob else []
+            a, da = _probs(cached, spec, knob, attempts)
+            b, db = _probs(plain, spec, knob, attempts)
+            assert da.model_id == db.model_id and da.action == db.action
+            assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+            # the prompt tokens are the same on both paths
+            assert cached.prompt_ids(spec.query, spec.descriptors, knob, attempts) == plain.prompt_ids(spec.query, spec.descriptors, knob, attempts)
+    assert len(cached.prefix_cache) == len({tuple(c.id for c in s.descriptors) for s in specs})
+    assert cached.prefix_cache.hits >= len(specs)  # second knob of each pool reused its prefix
+    # a registry change (new descriptor values for the same ids) gives a new entry, and fresh numbers
+    spec = specs[0]
+    changed = [spec.descriptors[0].with_changes(input_price_per_mtok=spec.descriptors[0].input_price_per_mtok + 7.0)] + list(spec.descriptors[1:])
+    before = len(cached.prefix_cache)
+    a, _ = _probs(cached, _Spec(spec.query, changed), 0.1)
+    b, _ = _probs(plain, _Spec(spec.query, changed), 0.1)
+    assert len(cached.prefix_cache) == before + 1 and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+
+
+class _Spec:
+    def __init__(self, query, descriptors):
+        self.query, self.descriptors = query, descriptors
+
+
+def test_prefix_cache_is_bounded_lru(tiny):
+    model, _ = tiny
+    cache = PrefixCache(max_entries=2)
+    for ids in ([5, 6, 7], [5, 6, 8], [5, 6, 7], [9, 9]):
+        cache.get(model, ids)
+    assert len(cache) == 2 and cache.hits == 1 and cache.misses == 3
+    assert PrefixCache.key([5, 6, 8]) not in cache._items  # least recently used went first
+    with pytest.raises(ValueError):
+        PrefixCache(0)
+
+
+def test_cached_state_is_not_mutated(tiny, specs):
+    model, tok = tiny
+    router = PolicyRouter(model, tok, PolicyConfig(mode="fast"))
+    spec = specs[1]
+    first, _ = _probs(router, spec, 0.2)
+    _probs(router, spec, 1.0)
+    again, _ = _probs(router, spec, 0.2)
+    assert first == again
+
+
+def test_serving_options(tiny, specs):
+    model, tok = tiny
+    spec = specs[2]
+    long = Query("word " * 400, domain=spec.query.domain)
+    r = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_query_tokens=16))
+    assert len(r.prompt_ids(long, spec.descriptors, 0.1)) < len(PolicyRouter(model, tok, PolicyConfig(mode="fast")).prompt_ids(long, spec.descriptors, 0.1))
+    r.decide(long, spec.descriptors, 0.1)
+    for bad in ({"dtype": "fp8"}, {"cache": "yes"}, {"threads": -1}, {"max_query_tokens": -2}, {"cache_entries": 0}):
+        with pytest.raises(ValueError):
+            PolicyConfig(mode="fast", **bad)
