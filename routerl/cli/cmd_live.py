@@ -226,10 +226,6 @@ def build_named_router(name: str, data: str | None, options: dict):
     """A router from the registry (``descriptor-score`` needs no data; others may need ``data``)."""
     from routerl.routers.registry import RouterResources, build_router
 
-    try:
-        import routerl.routers.descriptor_score  # noqa: F401  (registers the data-free default)
-    except ImportError:
-        pass
     resources = RouterResources()
     if data:
         from routerl.data.outcomes import load_outcomes

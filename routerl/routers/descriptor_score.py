@@ -15,6 +15,7 @@ import numpy as np
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query, ScoreRouter
+from routerl.routers.prior import descriptor_prior
 from routerl.routers.registry import RouterResources, register_router
 
 
@@ -31,21 +32,9 @@ class DescriptorScoreRouter(ScoreRouter):
         self.temperature = float(temperature)
 
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
-        out = np.empty(len(candidates))
-        for k, desc in enumerate(candidates):
-            if query.domain and query.domain in desc.sample_scores:
-                out[k] = desc.sample_scores[query.domain]
-            else:
-                overall = desc.overall_score()
-                out[k] = self.prior if overall is None else overall
-        return out
+        return np.array([descriptor_prior(d, query.domain, self.prior) for d in candidates], dtype=np.float64)
 
 
+@register_router(DescriptorScoreRouter.name)
 def _build(resources: RouterResources, **options) -> DescriptorScoreRouter:
     return DescriptorScoreRouter(**{k: float(v) for k, v in options.items()})
-
-
-try:
-    register_router(DescriptorScoreRouter.name)(_build)
-except ValueError:  # another module registered the name first: keep theirs
-    pass

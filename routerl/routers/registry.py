@@ -60,3 +60,4 @@ def build_router(name: str, resources: RouterResources, **options) -> Router:
 def _load_builtin() -> None:
     """Import the modules that register the built-in routers (idempotent)."""
     import routerl.routers.baselines  # noqa: F401
+    import routerl.routers.descriptor_score  # noqa: F401

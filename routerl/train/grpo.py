@@ -17,12 +17,12 @@ import logging
 import os
 from pathlib import Path
 
-from routerl.train.callbacks import ExtraLogsMixin, SaveConfigCallback, ValidationCallback
+from routerl.train.callbacks import ExtraLogsMixin
 from routerl.train.config import TrainConfig
 from routerl.train.episodes import EpisodeBank
 from routerl.train.rewards import make_reward_funcs
 from routerl.train.rollout import RoutingRollout
-from routerl.train.setup import common_args, finish_tracking, resume_point, save_adapter
+from routerl.train.setup import common_args, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,4 @@ def train_grpo(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Pat
         processing_class=tokenizer,
         rollout_func=RoutingRollout(bank, tokenizer, config.policy_config, config.reward.build()),
     )
-    trainer.add_callback(SaveConfigCallback(config))
-    ValidationCallback(config, val_episodes, tokenizer).attach(trainer)
-    trainer.train(resume_from_checkpoint=resume_point(config, Path(args.output_dir)))
-    final = Path(args.output_dir) / "final"
-    save_adapter(trainer, config, final)
-    finish_tracking()
-    return final
+    return run_stage(trainer, config, val_episodes, tokenizer, Path(args.output_dir))

@@ -109,3 +109,17 @@ def save_adapter(trainer, config: TrainConfig, path: Path) -> None:
     if trainer.accelerator.is_main_process:
         save_config(config, path / CONFIG_FILE)
     trainer.accelerator.wait_for_everyone()  # the next stage loads it on every rank
+
+
+def run_stage(trainer, config: TrainConfig, val_episodes, tokenizer, stage_dir: Path) -> Path:
+    """Train one stage (resuming when asked), with the config beside every checkpoint and the
+    periodic validation metric; save the final adapter into ``stage_dir/final`` and return it."""
+    from routerl.train.callbacks import SaveConfigCallback, ValidationCallback
+
+    trainer.add_callback(SaveConfigCallback(config))
+    ValidationCallback(config, val_episodes, tokenizer).attach(trainer)
+    trainer.train(resume_from_checkpoint=resume_point(config, stage_dir))
+    final = stage_dir / "final"
+    save_adapter(trainer, config, final)
+    finish_tracking()
+    return final

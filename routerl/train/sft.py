@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from routerl.policy.prompt import encode, episode_prompt
-from routerl.train.callbacks import ExtraLogsMixin, SaveConfigCallback, ValidationCallback
+from routerl.policy.prompt import encode
+from routerl.train.callbacks import ExtraLogsMixin
 from routerl.train.config import TrainConfig
 from routerl.train.episodes import EpisodeBank
-from routerl.train.setup import common_args, finish_tracking, resume_point, save_adapter
+from routerl.train.setup import common_args, run_stage
 from routerl.train.teacher import trajectory
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,4 @@ def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path
         **s.extra,
     )
     trainer = RoutingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    trainer.add_callback(SaveConfigCallback(config))
-    ValidationCallback(config, val_episodes, tokenizer).attach(trainer)
-    trainer.train(resume_from_checkpoint=resume_point(config, Path(args.output_dir)))
-    final = Path(args.output_dir) / "final"
-    save_adapter(trainer, config, final)
-    finish_tracking()
-    return final
+    return run_stage(trainer, config, val_episodes, tokenizer, Path(args.output_dir))
