@@ -106,3 +106,18 @@ def test_serving_options(tiny, specs):
     for bad in ({"dtype": "fp8"}, {"cache": "yes"}, {"threads": -1}, {"max_query_tokens": -2}, {"cache_entries": 0}):
         with pytest.raises(ValueError):
             PolicyConfig(mode="fast", **bad)
+
+
+def test_packed_logprobs_equal_branch_logprobs(tiny, specs):
+    """One packed pass (suffix + trie of the actions) gives the reference numbers, cached or not."""
+    from routerl.policy.scoring import packed_logprobs
+
+    model, tok = tiny
+    spec = specs[3]
+    ids = PolicyRouter(model, tok, PolicyConfig(mode="fast", cache=False)).prompt_ids(spec.query, spec.descriptors, 0.3)
+    options = action_options(len(spec.descriptors), called=[0], allow_accept=True)
+    conts = [tok(o.text, add_special_tokens=False)["input_ids"] for o in options]
+    want = branch_logprobs(model, ids, [((), c) for c in conts], tok.pad_token_id)
+    assert torch.allclose(want, packed_logprobs(model, None, ids, conts), atol=1e-4)
+    assert torch.allclose(want, packed_logprobs(model, run_context(model, ids[:30]), ids[30:], conts), atol=1e-4)
+    assert torch.allclose(want, packed_logprobs(model, run_context(model, ids), [], conts), atol=1e-4)

@@ -30,7 +30,7 @@ from routerl.descriptors.model import ModelDescriptor
 from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
-from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, option_logprobs, run_context
+from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, packed_logprobs
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
 
 log = logging.getLogger(__name__)
@@ -209,16 +209,17 @@ class PolicyRouter(Router):
 
     def fast_probs(self, query, candidates, knob, attempts, options) -> torch.Tensor:
         """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
-        exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them."""
+        exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them.
+        After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``)."""
         text = self.prompt_text(query, candidates, knob, attempts)
         ids = P.encode(self.tokenizer, text)
         head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text)])
-        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
-            state = run_context(self.model, ids[len(head) :], self.prefix_cache.get(self.model, head))
-        else:  # the tokenizer merged across the boundary: no cache for this prompt
-            state = run_context(self.model, ids)
         conts = [self._cont(o.text) for o in options]
-        return torch.softmax(option_logprobs(self.model, state, conts, self.tokenizer.pad_token_id), dim=-1)
+        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
+            logp = packed_logprobs(self.model, self.prefix_cache.get(self.model, head), ids[len(head) :], conts)
+        else:  # the tokenizer merged across the boundary: no cache for this prompt
+            logp = packed_logprobs(self.model, None, ids, conts)
+        return torch.softmax(logp, dim=-1)
 
     def _cont(self, text: str) -> list[int]:
         ids = self._conts.get(text)

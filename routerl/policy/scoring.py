@@ -154,30 +154,34 @@ def _extend_scored(model, state: ContextState, ids: Sequence[int]) -> tuple[floa
 
 @torch.no_grad()
 def tails_logprobs(model, state: ContextState, tails: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """``(B,)`` log-likelihood of each (non-empty) tail after ``state``, in one batched pass over
-    the tails' tokens but the last (whose output is not needed)."""
-    B = len(tails)
+    """``(B,)`` log-likelihood of each (non-empty) tail after ``state``. The tails' tokens (but the
+    last of each, whose output is not needed) are packed into one sequence of batch 1 with a tree
+    attention mask (each token sees the context and the earlier tokens of its own tail, at the
+    positions it would have alone), so the context's KV state is never repeated per branch."""
     device = _device(model)
     first = torch.tensor([t[0] for t in tails], device=device)
     total = state.last[first].clone()
-    S = max(len(t) for t in tails) - 1
-    if S == 0:
-        return total.cpu()
-    ids = torch.full((B, S), pad_id, dtype=torch.long, device=device)
-    target = torch.full((B, S), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((B, S), dtype=torch.bool, device=device)
+    flat, targets, owner, pos = [], [], [], []
     for b, t in enumerate(tails):
-        n = len(t) - 1
-        if n:
-            ids[b, :n] = torch.tensor(t[:-1], device=device)
-            target[b, :n] = torch.tensor(t[1:], device=device)
-            mask[b, :n] = True
-    cache = fork_cache(state.cache)
-    cache.batch_repeat_interleave(B)
-    attention = torch.ones((B, state.length + S), dtype=torch.long, device=device)
-    logits = model(input_ids=ids, past_key_values=cache, attention_mask=attention, use_cache=True).logits
-    token_logp = logits.float().log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    return (total + (token_logp * mask).sum(-1)).cpu()
+        for j in range(len(t) - 1):
+            flat.append(t[j])
+            targets.append(t[j + 1])
+            owner.append(b)
+            pos.append(state.length + j)
+    N = len(flat)
+    if N == 0:
+        return total.cpu()
+    own = torch.tensor(owner, device=device)
+    p = torch.tensor(pos, device=device)
+    idx = torch.arange(N, device=device)
+    tree = (own[:, None] == own[None, :]) & (idx[None, :] <= idx[:, None])  # (N, N)
+    mask = torch.cat([torch.ones((N, state.length), dtype=torch.bool, device=device), tree], dim=1)[None, None]
+    out = model(
+        input_ids=torch.tensor([flat], device=device), past_key_values=fork_cache(state.cache),
+        attention_mask=mask, position_ids=p[None], use_cache=True,
+    )  # fmt: skip
+    token_logp = out.logits[0].float().log_softmax(-1).gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1)
+    return (total + torch.zeros(len(tails), device=device).index_add_(0, own, token_logp)).cpu()
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
@@ -186,6 +190,61 @@ def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
         if any(s[i] != seqs[0][i] for s in seqs[1:]):
             return i
     return n
+
+
+@torch.no_grad()
+def packed_logprobs(model, state: ContextState | None, suffix: Sequence[int], conts: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``(A,)`` log-likelihood of each continuation after ``state`` + ``suffix``, in ONE forward
+    pass of batch 1: the suffix tokens, then the trie of the continuations (every distinct proper
+    prefix once: ``<route>`` is run once for all routes, then each ``k</route>`` tail), packed with
+    a tree attention mask and per-token positions; logits are computed only where a continuation
+    token is predicted. Equal to ``branch_logprobs`` over ``context + suffix`` within float rounding."""
+    if any(not c for c in conts):
+        raise ValueError("every continuation must be non-empty")
+    if state is None and not suffix:
+        raise ValueError("empty context")
+    device = _device(model)
+    past = state.length if state is not None else 0
+    n_suf = len(suffix)
+    tokens = list(suffix)
+    parent = list(range(-1, n_suf - 1))  # suffix: a chain
+    pos = [past + i for i in range(n_suf)]
+    root = n_suf - 1  # predicts each continuation's first token (-1: state.last)
+    trie: dict[tuple[int, ...], int] = {}
+    predictors: list[list[int]] = []  # per continuation: the row predicting each of its tokens
+    for c in conts:
+        rows, node = [root], root
+        for j in range(len(c) - 1):
+            key = tuple(c[: j + 1])
+            if key not in trie:
+                trie[key] = len(tokens)
+                tokens.append(c[j])
+                parent.append(node)
+                pos.append(past + n_suf + j)
+            node = trie[key]
+            rows.append(node)
+        predictors.append(rows)
+    N = len(tokens)
+    logp_rows: dict[int, torch.Tensor] = {}
+    if N:
+        anc = torch.zeros((N, N), dtype=torch.bool)
+        for i in range(N):
+            anc[i, i] = True
+            if parent[i] >= 0:
+                anc[i] |= anc[parent[i]]
+        mask = torch.cat([torch.ones((N, past), dtype=torch.bool), anc], dim=1)[None, None].to(device)
+        needed = sorted({r for rows in predictors for r in rows if r >= 0})
+        out = model(
+            input_ids=torch.tensor([tokens], device=device),
+            past_key_values=fork_cache(state.cache) if state is not None else None,
+            attention_mask=mask, position_ids=torch.tensor([pos], device=device), use_cache=True,
+            logits_to_keep=torch.tensor(needed, device=device),
+        )  # fmt: skip
+        logp = out.logits[0].float().log_softmax(-1)
+        logp_rows = {r: logp[k] for k, r in enumerate(needed)}
+    if -1 in {rows[0] for rows in predictors}:
+        logp_rows[-1] = state.last
+    return torch.tensor([sum(float(logp_rows[r][t]) for r, t in zip(rows, c)) for rows, c in zip(predictors, conts)])
 
 
 @torch.no_grad()
