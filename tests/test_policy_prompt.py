@@ -28,7 +28,7 @@ def test_user_text_puts_candidates_first_then_query_then_knob(env):
     text = P.user_text(q, ep.spec.descriptors, knob=0.3, max_rounds=2)
     cands = P.candidate_block(ep.spec.descriptors)
     assert text.startswith(cands + "\n")
-    assert text.index(q.text) < text.index("Est cost per 1k queries") < text.index("Cost knob: 0.3")
+    assert text.index(q.text) < text.index("Est $ per 1k queries") < text.index("Cost knob: 0.3")
     assert "Calls allowed: 2." in text
     assert f"[{len(ep.spec.pool)}]" in text and f"[{len(ep.spec.pool) + 1}]" not in text
 

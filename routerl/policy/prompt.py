@@ -8,7 +8,7 @@ calls of this request (if any), after the assistant header::
                [1] in $0.15 out $0.6 /Mtok, ~300 answer tokens; code 0.55 (n=40), math 0.42 (n=80), all 0.61
                [2] ...                   <- [system + candidates] is cached across requests
                Query (math, 120 tokens): <text, long ones cut in the middle>
-               Est cost per 1k queries like this one: [1] $0.21, [2] $0.050
+               Est $ per 1k queries like this one, [1] to [2]: 0.21 0.050
                Cost knob: 0.1 score points per $ per 1k queries. Calls allowed: 2.
 
 ``split_prompt`` returns the length of that cacheable prefix (it ends after the candidate block, so
@@ -71,8 +71,8 @@ def candidate_block(candidates: Sequence[ModelDescriptor]) -> str:
 
 def cost_line(candidates: Sequence[ModelDescriptor], prompt_tokens: float) -> str:
     """The query-dependent cost estimates (shown after the query)."""
-    costs = ", ".join(f"[{k + 1}] {format_usd_per_1k(c.estimate_cost_usd(prompt_tokens))}" for k, c in enumerate(candidates))
-    return f"Est cost per 1k queries like this one: {costs}"
+    costs = " ".join(format_usd_per_1k(c.estimate_cost_usd(prompt_tokens)).lstrip("$") for c in candidates)
+    return f"Est $ per 1k queries like this one, [1] to [{len(candidates)}]: {costs}"
 
 
 def user_text(
