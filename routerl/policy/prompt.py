@@ -17,7 +17,7 @@ its text depends only on the pool's descriptors, never on the query, the knob or
 
 The transcript is exactly the token stream a multi-round training rollout produces (the policy's
 action, then the environment's ``<info>`` block), so the policy reads the same text in training and
-in serving. ``info_block`` reproduces ``routerl.env.Episode.info_text`` (a test keeps them equal).
+in serving: both write the ``<info>`` block with ``routerl.env.actions.info_block``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Sequence
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.descriptors.render import format_usd_per_1k
-from routerl.env.actions import INFO_CLOSE, INFO_OPEN, format_route
+from routerl.env.actions import format_route, info_block
 from routerl.routers.base import Attempt, Query
 
 SYSTEM_TEXT = (
@@ -103,16 +103,6 @@ def messages(
         {"role": "system", "content": SYSTEM_TEXT},
         {"role": "user", "content": user_text(query, candidates, knob, max_rounds, max_query_chars)},
     ]
-
-
-def info_block(position: int, response: str, cost_usd: float, max_chars: int = 600) -> str:
-    """The ``<info>`` block of an answer by 0-based candidate ``position`` (as the environment writes it)."""
-    text = response or "(no response recorded)"
-    if len(text) > max_chars:
-        head = max_chars // 3
-        tail = max_chars - head
-        text = text[:head] + " ... " + text[-tail:]
-    return f"{INFO_OPEN}[{position + 1}] answered (cost ${cost_usd * 1000:.3f}/1k q): {text}{INFO_CLOSE}"
 
 
 def attempt_positions(candidates: Sequence[ModelDescriptor], attempts: Sequence[Attempt]) -> list[int | None]:
