@@ -28,6 +28,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from routerl.env.routing_env import EnvConfig
+from routerl.policy.loading import TinySpec
 from routerl.policy.router import PolicyConfig
 from routerl.reward.terms import REWARD_TERMS, RewardConfig
 
@@ -173,23 +174,16 @@ class RewardSection:
             raise _rewrap(exc) from None
 
 
-@dataclass
-class TinySection:
-    """The tiny random Llama used when ``model.base`` is ``tiny`` (tests, CI-sized runs).
+@dataclass(frozen=True)
+class TinySection(TinySpec):
+    """The tiny random Llama used when ``model.base`` is ``tiny`` (tests, CI-sized runs): the
+    loader's ``TinySpec`` (same fields and defaults), validated.
 
     Attributes:
         layers, hidden, heads, kv_heads, intermediate: its shape.
         max_positions: longest sequence it accepts.
         seed: init seed (the same seed always gives the same weights).
     """
-
-    layers: int = 2
-    hidden: int = 64
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 128
-    max_positions: int = 4096
-    seed: int = 0
 
     def validate(self) -> None:
         for name in ("layers", "hidden", "heads", "kv_heads", "intermediate", "max_positions"):

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from routerl.policy.loading import TinySpec, load_base
+from routerl.policy.loading import load_base
 from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import TrainConfig, save_config
 
@@ -76,7 +76,7 @@ def load_trainable(config: TrainConfig, adapter: str | None = None):
     m = config.model
     adapter = adapter or m.adapter
     tok_dir = adapter if adapter and (Path(adapter) / "tokenizer.json").exists() else None
-    model, tokenizer = load_base(m.base, tiny=TinySpec(**vars(m.tiny)), dtype=m.dtype, tokenizer_dir=tok_dir)
+    model, tokenizer = load_base(m.base, tiny=m.tiny, dtype=m.dtype, tokenizer_dir=tok_dir)
     if adapter:
         return PeftModel.from_pretrained(model, adapter, is_trainable=True), tokenizer
     lora = LoraConfig(
