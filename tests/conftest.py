@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Servers started by tests without --router use the dependency-free descriptor-score router (the
+# shipped policy is the product default; tests of the policy default unset this themselves).
+os.environ.setdefault("ROUTERL_DEFAULT_ROUTER", "descriptor-score")
 SHARED_DATA = Path(os.environ.get("ROUTERL_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

@@ -86,8 +86,10 @@ def test_default_catalog_is_valid_and_small():
     assert 8 <= len(catalog) <= 12
     for desc in catalog:
         assert desc.sample_scores and desc.sample_counts and desc.mean_output_tokens > 0
-        assert not desc.probe_results and desc.input_price_per_mtok > 0
+        assert desc.input_price_per_mtok > 0
+        assert len(desc.probe_results) >= 200  # per-probe results: the policy's per-query evidence
     assert "routerl catalog build" in DEFAULT_CATALOG.read_text().split("version:")[0]
+    assert DEFAULT_CATALOG.stat().st_size < 200_000
 
 
 def test_catalog_build_reproduces_default(capsys, tmp_path):
@@ -98,9 +100,11 @@ def test_catalog_build_reproduces_default(capsys, tmp_path):
     models = header.split("--models ")[1].split()[0]
     out = tmp_path / "built.yaml"
     code, _, _ = run(capsys, "catalog", "build", "--data", str(data), "--models", models,
-                     "--extra", str(REPO / "configs" / "catalog" / "model_info.yaml"), "--out", str(out))
+                     "--extra", str(REPO / "configs" / "catalog" / "model_info.yaml"), "--out", str(out), "--probe-results")
     assert code == 0
     assert load_catalog(out) == load_catalog(DEFAULT_CATALOG)
+    code, _, _ = run(capsys, "catalog", "build", "--data", str(data), "--models", models, "--out", str(out))
+    assert code == 0 and all(not d.probe_results for d in load_catalog(out))
     code, _, err = run(capsys, "catalog", "build", "--data", str(data), "--models", "no-such-model", "--out", str(out))
     assert code == 2 and "no-such-model" in err
 
@@ -139,6 +143,18 @@ def test_router_loader():
     with pytest.raises(ValueError, match="unknown router"):
         load_router("no-such-router")
     assert load_router("cheapest").decide  # a baseline by name, through the registry
+
+
+def test_default_router_is_the_shipped_policy(monkeypatch, tmp_path):
+    from routerl.server import router_loader as rl
+
+    monkeypatch.delenv(rl.DEFAULT_ROUTER_ENV, raising=False)
+    monkeypatch.setattr(rl, "SHIPPED_ADAPTER", tmp_path / "adapter_config.json")
+    assert rl.default_router() == "descriptor-score"  # no adapter ships: the descriptor-only router
+    (tmp_path / "adapter_config.json").write_text("{}")
+    assert rl.default_router() == "policy"
+    monkeypatch.setenv(rl.DEFAULT_ROUTER_ENV, "cheapest")
+    assert rl.default_router() == "cheapest"
 
 
 def test_models_update_from_file_replaces_whole_descriptor(capsys, target, tmp_path):

@@ -5,8 +5,9 @@
         --extra configs/catalog/model_info.yaml --out configs/catalog/default.yaml
 
 Per model: prices, per-domain sample scores and counts and the mean answer length, from probe rows
-only (``routerl.descriptors.build_descriptors``); per-probe results are left out to keep the file
-small. ``--extra`` merges fields the data does not hold (context window, latency, description,
+only (``routerl.descriptors.build_descriptors``); per-probe results (``probe prompt id -> score``,
+the per-query evidence of ``knn-probe`` and of the shipped policy's shortlist) are kept with
+``--probe-results`` and left out otherwise, to keep the file small. ``--extra`` merges fields the data does not hold (context window, latency, description,
 tags, endpoint) from a YAML mapping ``{model_id: {field: value}}``. The command that built a
 catalog is written in its header, so it can be rebuilt.
 """
@@ -35,6 +36,8 @@ def register(subparsers) -> None:
     build.add_argument("--models", required=True, help="comma-separated model ids, in catalog order")
     build.add_argument("--extra", help="YAML {model_id: {context_window, latency_ms, description, tags, endpoint}}")
     build.add_argument("--out", required=True, help="catalog YAML to write")
+    build.add_argument("--probe-results", action="store_true",
+                       help="keep each model's per-probe-prompt results (per-query evidence for knn-probe and the policy)")
     build.set_defaults(func=run_build)
 
 
@@ -54,8 +57,9 @@ def load_extra(path: str | None) -> dict[str, dict]:
     return raw
 
 
-def build_catalog(data: str, models: list[str], extra: dict[str, dict]) -> list[ModelDescriptor]:
-    """Descriptors of ``models`` from ``data``'s probe split, without per-probe results, merged with ``extra``."""
+def build_catalog(data: str, models: list[str], extra: dict[str, dict], probe_results: bool = False) -> list[ModelDescriptor]:
+    """Descriptors of ``models`` from ``data``'s probe split (per-probe results only with
+    ``probe_results``), merged with ``extra``."""
     from routerl.data import load_outcomes
     from routerl.descriptors.build import build_descriptors
 
@@ -70,7 +74,8 @@ def build_catalog(data: str, models: list[str], extra: dict[str, dict]) -> list[
     entries = []
     for model_id in models:
         entry = built[model_id].to_dict()
-        entry.pop("probe_results", None)
+        if not probe_results:
+            entry.pop("probe_results", None)
         entry.update(extra.get(model_id, {}))
         entries.append(entry)
     return parse_catalog({"version": CATALOG_VERSION, "models": entries}, "built catalog")
@@ -81,7 +86,8 @@ def catalog_text(models: list[ModelDescriptor], command: list[str]) -> str:
     entries = []
     for desc in models:
         entry = desc.to_dict()
-        entry.pop("probe_results", None)
+        if not entry.get("probe_results"):
+            entry.pop("probe_results", None)
         entries.append(entry)
     header = (
         "# routerl model catalog: descriptors built from the probe split of the outcome table.\n"
@@ -97,12 +103,12 @@ def run_build(args: argparse.Namespace) -> int:
         raise CliError("--models lists no model")
     if len(set(models)) != len(models):
         raise CliError("--models lists a model twice")
-    catalog = build_catalog(args.data, models, load_extra(args.extra))
+    catalog = build_catalog(args.data, models, load_extra(args.extra), args.probe_results)
     command = ["routerl catalog build"] + [
         f"--{name} {shlex.quote(str(value))}"
         for name, value in (("data", args.data), ("models", ",".join(models)), ("extra", args.extra), ("out", args.out))
         if value
-    ]
+    ] + (["--probe-results"] if args.probe_results else [])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(catalog_text(catalog, command), encoding="utf-8")
     print(f"wrote {args.out}: {len(catalog)} models")

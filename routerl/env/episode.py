@@ -27,6 +27,7 @@ class EpisodeSpec:
     descriptors: tuple[ModelDescriptor, ...]
     knob: float
     max_rounds: int
+    evidence: tuple[float, ...] | None = None  # per-candidate score estimates for this query (shortlist mode)
 
 
 @dataclass

@@ -7,6 +7,11 @@ rather than memorise models. Unseen models can never enter a training episode: `
 ``training=True`` raises ``UnseenModelError`` if asked to.
 
 Evaluation episodes (``episode(..., training=False)``) take any pool the caller names.
+
+Shortlist mode (``EnvConfig.shortlist = S > 0``, with an ``evidence`` router set on the env): the
+episode's candidates are the S best of the pool by the evidence router's per-query estimate minus
+knob x estimated cost (``routerl.routers.shortlist``), shown with those estimates; training
+episodes list them in random order, others cheapest first (as served).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from routerl.descriptors.build import build_descriptors
 from routerl.descriptors.model import ModelDescriptor
 from routerl.env.episode import Episode, EpisodeSpec
 from routerl.routers.base import Query
+from routerl.routers.shortlist import shortlist_for
 
 
 class UnseenModelError(RuntimeError):
@@ -40,6 +46,8 @@ class EnvConfig:
         price_jitter: training-time multiplicative noise on prices (log-normal sigma).
         score_jitter: training-time additive noise on sample scores (normal sigma, clipped to [0, 1]).
         max_info_chars: characters of a response shown in ``<info>``.
+        shortlist: 0, or show only this many candidates, chosen and annotated by the env's
+            ``evidence`` router (see the module docstring).
     """
 
     min_pool: int = 2
@@ -49,8 +57,11 @@ class EnvConfig:
     price_jitter: float = 0.1
     score_jitter: float = 0.03
     max_info_chars: int = 600
+    shortlist: int = 0
 
     def __post_init__(self) -> None:
+        if self.shortlist < 0:
+            raise ValueError(f"field 'shortlist' must be >= 0, got {self.shortlist}")
         if self.min_pool < 1:
             raise ValueError(f"field 'min_pool' must be >= 1, got {self.min_pool}")
         if self.max_pool < self.min_pool:
@@ -72,6 +83,7 @@ class RoutingEnv:
     table: OutcomeTable
     splits: Splits | None = None
     config: EnvConfig = field(default_factory=EnvConfig)
+    evidence: object | None = None  # a ScoreRouter (``predict``) for shortlist mode
 
     def __post_init__(self) -> None:
         self.descriptors: dict[str, ModelDescriptor] = build_descriptors(self.table)
@@ -134,13 +146,27 @@ class RoutingEnv:
         descs = [self.descriptors[t.models[j]] for j in pool]
         if training and rng is not None:
             descs = [self._perturb(d, rng) for d in descs]
+        query = self.query(prompt)
+        evidence = None
+        if self.config.shortlist:
+            if self.evidence is None:
+                raise ValueError("shortlist mode needs an evidence router on the env (RoutingEnv.evidence)")
+            random_order = training and rng is not None
+            short = shortlist_for(
+                self.evidence, query, descs, float(knob), self.config.shortlist,
+                order="random" if random_order else "cost", rng=rng if random_order else None,
+            )  # fmt: skip
+            pool = tuple(pool[p] for p in short.positions)
+            descs = short.candidates(descs)
+            evidence = short.estimates
         spec = EpisodeSpec(
             prompt=prompt,
-            query=self.query(prompt),
+            query=query,
             pool=pool,
             descriptors=tuple(descs),
             knob=float(knob),
             max_rounds=max_rounds or self.config.max_rounds,
+            evidence=evidence,
         )
         return Episode(
             spec=spec,

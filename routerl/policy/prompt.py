@@ -41,6 +41,17 @@ SYSTEM_TEXT = (
 )
 
 
+SYSTEM_TEXT_EVIDENCE = (
+    "You route a query to one of the candidate models listed by number, each with its estimated "
+    "accuracy on this query (from its results on similar sample prompts) and its estimated cost per "
+    "1k queries like this one.\n"
+    "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
+    "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
+    "candidate k; its answer comes back in <info>...</info>; then <accept/> it if it looks right or "
+    "route to another, within the calls allowed."
+)
+
+
 def _cut(text: str, max_chars: int) -> str:
     """Keep the head and the tail of a long text."""
     if len(text) <= max_chars:
@@ -75,19 +86,35 @@ def cost_line(candidates: Sequence[ModelDescriptor], prompt_tokens: float) -> st
     return f"Est $ per 1k queries like this one, [1] to [{len(candidates)}]: {costs}"
 
 
+def evidence_block(candidates: Sequence[ModelDescriptor], estimates: Sequence[float], prompt_tokens: float) -> str:
+    """Shortlist mode: ``Candidates:`` and one line per candidate with its per-query estimates."""
+    lines = ["Candidates:"]
+    for k, (c, est) in enumerate(zip(candidates, estimates)):
+        cost = format_usd_per_1k(c.estimate_cost_usd(prompt_tokens))
+        lines.append(f"[{k + 1}] est. accuracy {est:.2f}, est. cost {cost}")
+    return "\n".join(lines)
+
+
 def user_text(
     query: Query,
     candidates: Sequence[ModelDescriptor],
     knob: float,
     max_rounds: int = 1,
     max_query_chars: int = 1500,
+    evidence: Sequence[float] | None = None,
 ) -> str:
-    """The user message: candidates first, then the query, its cost estimates, the knob and the call limit."""
+    """The user message: candidates first, then the query, its cost estimates, the knob and the call
+    limit; with ``evidence`` (shortlist mode) the query first, then the candidates with their
+    per-query estimates."""
     tokens = query.tokens
-    lines = [candidate_block(candidates)]
     domain = f"{query.domain}, " if query.domain else ""
-    lines.append(f"Query ({domain}{tokens:.0f} tokens): {_cut(query.text.strip(), max_query_chars)}")
-    lines.append(cost_line(candidates, tokens))
+    query_line = f"Query ({domain}{tokens:.0f} tokens): {_cut(query.text.strip(), max_query_chars)}"
+    if evidence is not None:
+        if len(evidence) != len(candidates):
+            raise ValueError(f"evidence has {len(evidence)} estimates for {len(candidates)} candidates")
+        lines = [query_line, evidence_block(candidates, evidence, tokens)]
+    else:
+        lines = [candidate_block(candidates), query_line, cost_line(candidates, tokens)]
     lines.append(f"Cost knob: {knob:g} score points per $ per 1k queries. Calls allowed: {max_rounds}.")
     return "\n".join(lines)
 
@@ -98,10 +125,11 @@ def messages(
     knob: float,
     max_rounds: int = 1,
     max_query_chars: int = 1500,
+    evidence: Sequence[float] | None = None,
 ) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": SYSTEM_TEXT},
-        {"role": "user", "content": user_text(query, candidates, knob, max_rounds, max_query_chars)},
+        {"role": "system", "content": SYSTEM_TEXT if evidence is None else SYSTEM_TEXT_EVIDENCE},
+        {"role": "user", "content": user_text(query, candidates, knob, max_rounds, max_query_chars, evidence)},
     ]
 
 
@@ -133,18 +161,24 @@ def render_prompt(
     max_rounds: int = 1,
     max_query_chars: int = 1500,
     max_info_chars: int = 600,
+    evidence: Sequence[float] | None = None,
 ) -> str:
     """The full prompt text: chat template with the generation prompt, then the transcript."""
-    msgs = messages(query, candidates, knob, max_rounds, max_query_chars)
+    msgs = messages(query, candidates, knob, max_rounds, max_query_chars, evidence)
     head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     return head + transcript(candidates, attempts, max_info_chars)
 
 
-def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str) -> int:
+def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str, evidence: bool = False) -> int:
     """Character length of the cacheable prefix of a ``render_prompt`` text: everything up to and
-    including the candidate block (system text, template tokens, candidates)."""
-    block = candidate_block(candidates)
+    including the candidate block (system text, template tokens, candidates); with ``evidence``
+    (shortlist mode, where the candidate block depends on the query) the system message only."""
     start = text.find("<|im_start|>user\n")
+    if evidence:
+        if start < 0:
+            raise ValueError("prompt has no user message")
+        return start + len("<|im_start|>user\n")
+    block = candidate_block(candidates)
     i = text.find(block, max(start, 0))
     if start < 0 or i < 0:
         raise ValueError("prompt has no candidate block")
@@ -167,8 +201,9 @@ def cut_query_tokens(tokenizer, query: Query, max_tokens: int) -> Query:
 def episode_prompt(tokenizer, spec, *, max_query_chars: int = 1500) -> str:
     """The first-turn prompt of an environment episode (``routerl.env.EpisodeSpec``)."""
     return render_prompt(
-        tokenizer, spec.query, spec.descriptors, spec.knob, max_rounds=spec.max_rounds, max_query_chars=max_query_chars
-    )
+        tokenizer, spec.query, spec.descriptors, spec.knob,
+        max_rounds=spec.max_rounds, max_query_chars=max_query_chars, evidence=spec.evidence,
+    )  # fmt: skip
 
 
 def encode(tokenizer, text: str) -> list[int]:

@@ -32,10 +32,12 @@ from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
 from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, packed_logprobs
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
+from routerl.routers.shortlist import Shortlist, shortlist_for
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "routerl_config.yaml"
+EVIDENCE_FILE = "evidence.npz"  # shortlist mode: the evidence router's probe index (ids, embeddings)
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
 MODES = ("think", "fast")
 DTYPES = ("float32", "bfloat16", "int8")
@@ -62,6 +64,9 @@ class PolicyConfig:
         threads: ``torch.set_num_threads`` when the router is built (0 = leave as is).
         max_query_tokens: fast mode: cut the query to a head + tail budget of this many tokens
             (0 = no token cut; ``max_query_chars`` still applies).
+        shortlist: 0, or show the policy only this many candidates, chosen by the router's
+            evidence router and annotated with its per-query estimates (``routerl.routers.shortlist``;
+            set from the checkpoint's ``env.shortlist``). The prefix cache does not apply then.
     """
 
     mode: str = "think"
@@ -75,13 +80,14 @@ class PolicyConfig:
     dtype: str = "float32"
     threads: int = 0
     max_query_tokens: int = 0
+    shortlist: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
             raise ValueError(f"field 'cache': must be true or false, got {self.cache!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"field 'dtype': must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name, lo in (("cache_entries", 1), ("threads", 0), ("max_query_tokens", 0)):
+        for name, lo in (("cache_entries", 1), ("threads", 0), ("max_query_tokens", 0), ("shortlist", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
@@ -101,8 +107,11 @@ class PolicyConfig:
 class PolicyRouter(Router):
     """The RL policy as a ``Router`` (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy"):
+    def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy", evidence=None):
         self.config = config or PolicyConfig()
+        if self.config.shortlist and evidence is None:
+            raise ValueError("field 'shortlist': shortlist mode needs an evidence router (a checkpoint with evidence.npz)")
+        self.evidence = evidence
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         self.model = _serving_dtype(model.eval(), self.config.dtype)
@@ -113,16 +122,17 @@ class PolicyRouter(Router):
         self.max_rounds = self.config.max_rounds
 
     # -- prompt --------------------------------------------------------------------------------
-    def prompt_ids(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> list[int]:
-        return P.encode(self.tokenizer, self.prompt_text(query, candidates, knob, attempts))
+    def prompt_ids(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = (), evidence=None) -> list[int]:
+        return P.encode(self.tokenizer, self.prompt_text(query, candidates, knob, attempts, evidence))
 
-    def prompt_text(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> str:
+    def prompt_text(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = (), evidence=None) -> str:
+        """The prompt for these candidates (``evidence``: their per-query estimates, shortlist mode)."""
         c = self.config
         if c.mode == "fast" and c.max_query_tokens:
             query = P.cut_query_tokens(self.tokenizer, query, c.max_query_tokens)
         return P.render_prompt(
             self.tokenizer, query, candidates, knob, attempts,
-            max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars,
+            max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars, evidence=evidence,
         )  # fmt: skip
 
     # -- deciding ------------------------------------------------------------------------------
@@ -131,9 +141,25 @@ class PolicyRouter(Router):
         must_accept = bool(attempts) and (len(attempts) >= self.max_rounds or len(set(called)) >= len(candidates))
         return called, must_accept
 
+    def shortlist(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Shortlist:
+        """Shortlist mode: the candidates the policy is shown (models already called included)."""
+        called = [p for p in P.attempt_positions(candidates, attempts) if p is not None]
+        return shortlist_for(self.evidence, query, candidates, knob, self.config.shortlist, include=called, order="cost")
+
     def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
             raise ValueError("no candidates to route to")
+        if not self.config.shortlist:
+            return self._decide(query, candidates, knob, attempts)
+        short = self.shortlist(query, candidates, knob, attempts)
+        decision = self._decide(query, short.candidates(candidates), knob, attempts, short.estimates)
+        # Fallback order: the shortlist as the policy ranked it, then the rest by the evidence.
+        shown = {c.id for c in short.candidates(candidates)}
+        rest = shortlist_for(self.evidence, query, candidates, knob, len(candidates), order="value")
+        decision.ranking = list(decision.ranking) + [(candidates[p].id, 0.0) for p in rest.positions if candidates[p].id not in shown]
+        return decision
+
+    def _decide(self, query, candidates, knob, attempts=(), evidence=None) -> Decision:
         called, must_accept = self._state(candidates, attempts)
         if must_accept:
             kept = attempts[-1].model_id
@@ -143,13 +169,13 @@ class PolicyRouter(Router):
         if self.config.mode == "fast":
             options = action_options(len(candidates), called, allow_accept)
             if self.config.cache:
-                probs = self.fast_probs(query, candidates, knob, attempts, options)
+                probs = self.fast_probs(query, candidates, knob, attempts, options, evidence)
             else:
-                probs = self._fast(self.prompt_ids(query, candidates, knob, attempts), [()], options)[0]
+                probs = self._fast(self.prompt_ids(query, candidates, knob, attempts, evidence), [()], options)[0]
             best = options[int(torch.argmax(probs))]
             kind, index, think = ("accept" if best.is_accept else "route"), best.index, ""
         else:
-            ids = self.prompt_ids(query, candidates, knob, attempts)
+            ids = self.prompt_ids(query, candidates, knob, attempts, evidence)
             turn = think_then_act(
                 self.model, self.tokenizer, ids, len(candidates), called=called, allow_accept=allow_accept,
                 think_budget=self.config.think_budget, action_tokens=self.config.action_tokens,
@@ -161,8 +187,9 @@ class PolicyRouter(Router):
         return self._decision(query, candidates, attempts, options, probs, kind, index, think)
 
     def decide_many(self, query, candidates, knobs, attempts=()):
-        """In fast mode, every knob is scored in one batched pass over the shared prompt prefix."""
-        if self.config.mode != "fast" or len(knobs) < 2:
+        """In fast mode, every knob is scored in one batched pass over the shared prompt prefix
+        (shortlist mode: one decision per knob, as each knob has its own shortlist)."""
+        if self.config.mode != "fast" or len(knobs) < 2 or self.config.shortlist:
             return [self.decide(query, candidates, k, attempts) for k in knobs]
         if not candidates:
             raise ValueError("no candidates to route to")
@@ -184,7 +211,7 @@ class PolicyRouter(Router):
     def decide_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
         """Decide many requests together (the server's micro-batching): think mode generates every
         turn in one batched ``generate``; fast mode scores each request with its own prefix cache."""
-        if self.config.mode == "fast":
+        if self.config.mode == "fast" or self.config.shortlist:
             return [self.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
         out: list[Decision | None] = [None] * len(calls)
         todo = []
@@ -207,13 +234,14 @@ class PolicyRouter(Router):
                 )
         return out
 
-    def fast_probs(self, query, candidates, knob, attempts, options) -> torch.Tensor:
+    def fast_probs(self, query, candidates, knob, attempts, options, evidence=None) -> torch.Tensor:
         """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
         exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them.
-        After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``)."""
-        text = self.prompt_text(query, candidates, knob, attempts)
+        After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``).
+        In shortlist mode (``evidence``) the cached prefix is the system message."""
+        text = self.prompt_text(query, candidates, knob, attempts, evidence)
         ids = P.encode(self.tokenizer, text)
-        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text)])
+        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text, evidence is not None)])
         conts = [self._cont(o.text) for o in options]
         if 0 < len(head) < len(ids) and ids[: len(head)] == head:
             logp = packed_logprobs(self.model, self.prefix_cache.get(self.model, head), ids[len(head) :], conts)
@@ -288,7 +316,8 @@ def load_policy_model(path_or_name: str | Path | None = None):
     path = Path(path_or_name)
     raw = read_checkpoint_config(path) if path.is_dir() else {}
     model_cfg = raw.get("model") or {}
-    policy_cfg = PolicyConfig.from_dict(raw.get("policy") or {})
+    env_cfg = raw.get("env") or {}
+    policy_cfg = PolicyConfig.from_dict({**(raw.get("policy") or {}), "shortlist": int(env_cfg.get("shortlist") or 0)})
     if path.is_dir() and (path / "adapter_config.json").exists():
         from peft import PeftModel
 
@@ -306,6 +335,25 @@ def load_policy_model(path_or_name: str | Path | None = None):
     return model, tokenizer, policy_cfg
 
 
+def load_evidence(path: str | Path | None):
+    """Shortlist mode: the evidence router saved with a checkpoint (``evidence.npz`` + the config's
+    ``env.evidence``); None when the checkpoint has none."""
+    if path is None:
+        path = ASSETS_DIR
+    path = Path(path)
+    if not (path / EVIDENCE_FILE).exists():
+        return None
+    from routerl.data.embeddings import get_embedder
+    from routerl.routers.knn_probe import KnnProbeRouter
+    from routerl.routers.probe_index import ProbeIndex
+
+    ev = (read_checkpoint_config(path).get("env") or {}).get("evidence") or {}
+    if ev.get("router", "knn-probe") != "knn-probe":
+        raise ValueError(f"{path}: evidence router {ev.get('router')!r} cannot be rebuilt (knn-probe only)")
+    options = {k: v for k, v in (ev.get("options") or {}).items() if k in ("k", "prior_weight")}
+    return KnnProbeRouter(ProbeIndex.load(path / EVIDENCE_FILE), get_embedder(ev.get("embedder", "minilm")), **options)
+
+
 def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
     """A ``PolicyRouter`` from a checkpoint, a model directory or a base name (see the module docstring).
     ``overrides`` replace ``PolicyConfig`` fields (e.g. ``mode="fast"``)."""
@@ -316,5 +364,6 @@ def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any)
     model, tokenizer, config = load_policy_model(path_or_none)
     if overrides:
         config = PolicyConfig(**{**config.__dict__, **overrides})
+    evidence = load_evidence(path_or_none if path_or_none is None or Path(str(path_or_none)).is_dir() else None) if config.shortlist else None
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
-    return PolicyRouter(model, tokenizer, config, name=name)
+    return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence)

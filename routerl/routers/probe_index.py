@@ -38,6 +38,30 @@ class ProbeIndex:
         texts = [table.prompt_text[i] for i in probe]
         return cls([table.prompt_ids[i] for i in probe], embedder.embed(texts), [table.domain[i] for i in probe])
 
+    @classmethod
+    def merge(cls, indices: Sequence["ProbeIndex"]) -> "ProbeIndex":
+        """One index over the probe prompts of several indices (ids must not repeat)."""
+        ids = [p for ix in indices for p in ix.prompt_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError("probe indices share prompt ids; they cannot be merged")
+        return cls(ids, np.concatenate([ix.embeddings for ix in indices]), [d for ix in indices for d in ix.domains])
+
+    def save(self, path) -> None:
+        """Write ids, embeddings (float16) and domains to an ``.npz`` file (no scores)."""
+        np.savez_compressed(
+            path,
+            prompt_ids=np.array(self.prompt_ids, dtype=str),
+            embeddings=self.embeddings.astype(np.float16),
+            domains=np.array([d or "" for d in self.domains], dtype=str),
+        )
+
+    @classmethod
+    def load(cls, path) -> "ProbeIndex":
+        with np.load(path, allow_pickle=False) as z:
+            emb = z["embeddings"].astype(np.float32)
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+            return cls([str(p) for p in z["prompt_ids"]], emb, [str(d) or None for d in z["domains"]])
+
     def __len__(self) -> int:
         return len(self.prompt_ids)
 

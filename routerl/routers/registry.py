@@ -43,6 +43,21 @@ def register_router(name: str) -> Callable[[RouterFactory], RouterFactory]:
     return wrap
 
 
+def coerce_option(value):
+    """A command-line option string as a value: ``"48"`` -> 48, ``"0.5"`` -> 0.5,
+    ``"true"``/``"false"`` -> bool, other strings unchanged (non-strings pass through)."""
+    if not isinstance(value, str):
+        return value
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def router_names() -> list[str]:
     _load_builtin()
     return sorted(_ROUTERS)
@@ -61,3 +76,4 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in routers (idempotent)."""
     import routerl.routers.baselines  # noqa: F401
     import routerl.routers.descriptor_score  # noqa: F401
+    import routerl.routers.policy_entry  # noqa: F401

@@ -4,7 +4,9 @@
 
 * ``checkpoint`` (or ``name="policy"``): the policy LM, via ``routerl.policy.router.load_policy_router``
   (``options`` override its ``PolicyConfig`` fields, e.g. ``think_budget=64``);
-* ``descriptor-score`` (the default): built directly, needs no data;
+* no name: ``default_router()``: ``$ROUTERL_DEFAULT_ROUTER`` if set, else ``policy`` when a trained
+  adapter ships with the package (``routerl/assets/policy/``), else ``descriptor-score``;
+* ``descriptor-score``: built directly, needs no data;
 * any other name: ``routerl.routers.registry.build_router`` (as ``routerl eval`` builds them), with
   ``data``/``splits`` loaded into ``RouterResources`` for routers that read an outcome table.
 
@@ -13,14 +15,25 @@ Options from the command line are strings; numbers are converted before they rea
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
 from routerl.routers.base import Router
-from routerl.routers.registry import RouterResources, build_router
+from routerl.routers.registry import RouterResources, build_router, coerce_option
 
-DEFAULT_ROUTER = "descriptor-score"
+DEFAULT_ROUTER = "descriptor-score"  # the fallback default: needs nothing but descriptors
 POLICY_ROUTER = "policy"
+DEFAULT_ROUTER_ENV = "ROUTERL_DEFAULT_ROUTER"
+SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "assets" / "policy" / "adapter_config.json"
+
+
+def default_router() -> str:
+    """The router used when none is named (see the module docstring)."""
+    name = os.environ.get(DEFAULT_ROUTER_ENV, "").strip()
+    if name:
+        return name
+    return POLICY_ROUTER if SHIPPED_ADAPTER.exists() else DEFAULT_ROUTER
 
 
 def load_router(
@@ -33,10 +46,10 @@ def load_router(
     seed: int = 0,
 ) -> Router:
     """Build the serving router; ``ValueError`` with a clear message when it cannot be built."""
-    options = {k: _coerce(v) for k, v in (options or {}).items()}
+    options = {k: coerce_option(v) for k, v in (options or {}).items()}
     if checkpoint and name not in (None, POLICY_ROUTER):
         raise ValueError(f"--checkpoint selects the {POLICY_ROUTER!r} router; it cannot be combined with --router {name}")
-    name = POLICY_ROUTER if checkpoint else (name or DEFAULT_ROUTER)
+    name = POLICY_ROUTER if checkpoint else (name or default_router())
     try:
         if name == POLICY_ROUTER:
             router = _load_policy(checkpoint, options)
@@ -53,21 +66,6 @@ def load_router(
     if not isinstance(router, Router):
         raise ValueError(f"router {name!r} did not build a Router (got {type(router).__name__})")
     return router
-
-
-def _coerce(value):
-    """``"48"`` -> 48, ``"0.5"`` -> 0.5, ``"true"``/``"false"`` -> bool, other strings unchanged
-    (non-strings pass through)."""
-    if not isinstance(value, str):
-        return value
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
 
 
 def _load_policy(checkpoint: str | None, options: dict) -> Router:

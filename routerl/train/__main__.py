@@ -24,7 +24,7 @@ from pathlib import Path
 
 from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import load_config, save_config
-from routerl.train.episodes import build_envs, validation_episodes
+from routerl.train.episodes import build_envs, save_evidence, validation_episodes
 from routerl.train.grpo import train_grpo
 from routerl.train.setup import load_trainable, setup_tracking
 from routerl.train.sft import train_sft
@@ -83,6 +83,8 @@ def main(argv=None) -> int:
         else:
             model, tokenizer = load_trainable(config)
             adapter = str(train_sft(config, envs, model, tokenizer, val))
+            if state.is_main_process:
+                save_evidence(envs, Path(adapter))
 
     # Stage 2: GRPO, from the warm-start adapter when there is one.
     if "grpo" in config.stage.split("+"):
@@ -93,6 +95,7 @@ def main(argv=None) -> int:
     state.wait_for_everyone()
     if state.is_main_process:
         shutil.copytree(adapter, out / "final", dirs_exist_ok=True)
+        save_evidence(envs, out / "final")
         save_config(config, out / CONFIG_FILE)
         log.info("final policy adapter: %s", out / "final")
     return 0

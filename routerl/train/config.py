@@ -126,6 +126,11 @@ class EnvSection:
         price_jitter: multiplicative noise on descriptor prices (log-normal sigma).
         score_jitter: additive noise on descriptor sample scores.
         max_info_chars: characters of an answer shown in ``<info>``.
+        shortlist: 0 (every pool member is a candidate), or show the policy only this many, picked
+            and annotated with per-query estimates by the evidence router (``routerl.routers.shortlist``).
+        evidence: the evidence router of shortlist mode: ``router`` (a probe router name, e.g.
+            ``knn-probe``), its ``options`` and the sentence ``embedder``; its probe index is
+            saved with the adapter (``evidence.npz``) so serving needs no outcome table.
     """
 
     min_pool: int = 2
@@ -135,14 +140,25 @@ class EnvSection:
     price_jitter: float = 0.1
     score_jitter: float = 0.03
     max_info_chars: int = 600
+    shortlist: int = 0
+    evidence: dict[str, Any] = field(default_factory=lambda: {"router": "knn-probe", "options": {}, "embedder": "minilm"})
 
     def validate(self) -> None:
         self.knobs = [float(k) for k in self.knobs]
+        ev = self.evidence
+        if not isinstance(ev, dict) or set(ev) - {"router", "options", "embedder"}:
+            raise ConfigError("env.evidence", "must be a mapping with router, options, embedder")
+        ev.setdefault("router", "knn-probe")
+        ev.setdefault("options", {})
+        ev.setdefault("embedder", "minilm")
+        if ev["router"] not in ("knn-probe",):
+            raise ConfigError("env.evidence.router", f"must be knn-probe (the probe router serving can rebuild), got {ev['router']!r}")
         self.build()
 
     def build(self) -> EnvConfig:
+        raw = {k: v for k, v in dataclasses.asdict(self).items() if k != "evidence"}
         try:
-            return EnvConfig(**{**dataclasses.asdict(self), "knobs": tuple(self.knobs)})
+            return EnvConfig(**{**raw, "knobs": tuple(self.knobs)})
         except ValueError as exc:
             raise _rewrap(exc) from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,10 +20,14 @@ from routerl.data import Splits, load_outcomes
 from routerl.data.synthetic import SyntheticWorld
 from routerl.env import Episode, RoutingEnv
 from routerl.policy.prompt import episode_prompt
+from routerl.policy.router import EVIDENCE_FILE
+from routerl.routers.probe_index import ProbeIndex
+from routerl.routers.registry import RouterResources, build_router
 
 
 def build_envs(config) -> list[RoutingEnv]:
-    """One ``RoutingEnv`` per data source of ``config.data`` (a ``TrainConfig``)."""
+    """One ``RoutingEnv`` per data source of ``config.data`` (a ``TrainConfig``); in shortlist mode
+    each gets its evidence router, built from the table's probe rows only."""
     data, env_config = config.data, config.env.build()
     if data.synthetic is not None:
         s = data.synthetic
@@ -31,9 +36,25 @@ def build_envs(config) -> list[RoutingEnv]:
             domains=tuple(s.domains), discrimination=s.discrimination, signal=s.signal,
         )  # fmt: skip
         table, splits, _ = world.build()
-        return [RoutingEnv(table, splits, env_config)]
-    splits = Splits.load(data.splits)
-    return [RoutingEnv(load_outcomes(path, responses=data.responses), splits, env_config) for path in data.tables]
+        envs = [RoutingEnv(table, splits, env_config)]
+    else:
+        splits = Splits.load(data.splits)
+        envs = [RoutingEnv(load_outcomes(path, responses=data.responses), splits, env_config) for path in data.tables]
+    if env_config.shortlist:
+        ev = config.env.evidence
+        for env in envs:
+            resources = RouterResources(env.table, env.splits, seed=config.seed, embedder=ev["embedder"])
+            env.evidence = build_router(ev["router"], resources, **ev["options"])
+    return envs
+
+
+def save_evidence(envs: list[RoutingEnv], path: Path) -> None:
+    """The evidence routers' probe index (all envs merged) as ``path/evidence.npz``, so a served
+    policy can rebuild its evidence router without the outcome tables. No-op without shortlist."""
+    indices = [env.evidence.index for env in envs if env.evidence is not None]
+    if indices:
+        path.mkdir(parents=True, exist_ok=True)
+        ProbeIndex.merge(indices).save(path / EVIDENCE_FILE)
 
 
 def fresh(episode: Episode) -> Episode:

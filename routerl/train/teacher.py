@@ -25,8 +25,11 @@ TEACHERS = ("descriptor", "oracle")
 
 
 def expected_scores(episode: Episode) -> np.ndarray:
-    """Per candidate: the descriptor's domain sample score, else overall score, else 0.5. ``(K,)``."""
+    """Per candidate: the shortlist's per-query estimate when the episode has one, else the
+    descriptor's domain sample score, else overall score, else 0.5. ``(K,)``."""
     spec = episode.spec
+    if spec.evidence is not None:
+        return np.asarray(spec.evidence, dtype=float)
     out = []
     for d in spec.descriptors:
         s = d.sample_scores.get(spec.query.domain) if spec.query.domain else None
