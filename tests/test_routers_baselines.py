@@ -168,3 +168,15 @@ def test_learned_training_rows_refuse_unseen_models(synthetic_world):
     unseen = sorted(splits.unseen_models(table.name))[0]
     with pytest.raises(ValueError, match="not a seen model"):
         seen_model_pairs(table, splits, "train", build_descriptors(table, [unseen]), router.features, router.embedder)
+
+
+def test_evaluation_prompts_sample_is_seeded_and_spans_the_split(synthetic_world):
+    table, _, _ = synthetic_world
+    test = table.prompts_in("test")
+    a = evaluation_prompts(table, "test", sample=20, seed=1)
+    assert len(a) == 20 and set(a) <= set(test) and list(a) == sorted(a)
+    assert list(a) == list(evaluation_prompts(table, "test", sample=20, seed=1))
+    assert list(a) != list(test[:20])  # not just the head of the split
+    assert len(evaluation_prompts(table, "test", sample=10_000)) == len(test)
+    with pytest.raises(ValueError, match="--sample"):
+        evaluation_prompts(table, "test", sample=0)

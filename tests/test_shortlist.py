@@ -161,3 +161,25 @@ def test_shortlist_mode_prefix_cache_matches_the_uncached_path(tiny, env, eviden
         assert dict(a.ranking).keys() == dict(b.ranking).keys()
         assert max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4
     assert len(cached.prefix_cache) == 1  # one system-message prefix serves every query
+
+
+def test_ship_copies_what_serving_needs(tmp_path, evidence):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from routerl.train.ship import WEIGHTS, main, ship
+
+    src = tmp_path / "final"
+    model, tok = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(src)
+    tok.save_pretrained(src)
+    evidence.index.save(src / EVIDENCE_FILE)
+    (src / CONFIG_FILE).write_text(yaml.safe_dump({"model": {"base": "tiny"}}))
+    assert main([str(src), "--to", str(tmp_path / "out")]) == 2  # a tiny test model is never shipped
+    (src / CONFIG_FILE).write_text(yaml.safe_dump({"model": {"base": "smollm2-135m-instruct"}, "env": {"shortlist": 4}}))
+    files = {f.name for f in ship(src, tmp_path / "out")}
+    assert files == {"adapter_config.json", WEIGHTS, CONFIG_FILE, EVIDENCE_FILE}  # no tokenizer, no training state
+    a, b = load_file(str(src / WEIGHTS)), load_file(str(tmp_path / "out" / WEIGHTS))
+    assert a.keys() == b.keys() and all(b[k].dtype == torch.float16 for k in b)
+    assert all(torch.allclose(a[k], b[k].float(), atol=1e-3) for k in a)
+    assert main([str(tmp_path / "missing"), "--to", str(tmp_path / "o2")]) == 2

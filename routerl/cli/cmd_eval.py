@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--knobs", help="comma-separated cost knobs (default: 0 and 10^-3..10^3, 3 per decade)")
     p.add_argument("--limit", type=int, help="evaluate only the first N prompts of the split per dataset")
+    p.add_argument("--sample", type=int, help="evaluate a seeded random sample of N prompts of the split per dataset (every router sees the same ones)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="prompts to evaluate (val: for choosing options)")
     p.add_argument("--embedder", default="minilm", choices=("minilm", "hash"), help="sentence embedder (default minilm)")
     p.add_argument("--shuffle-control", action="store_true", help="also run the full pool with unseen descriptors shuffled")
@@ -164,7 +165,7 @@ def _evaluate(args, tables, splits, knobs, pools, specs, out: Path) -> dict:
         shuffled_path.write_text("")
     timings: dict = {}
     for ds, table in tables.items():
-        prompts = evaluation_prompts(table, args.split, args.limit)
+        prompts = evaluation_prompts(table, args.split, args.limit, args.sample, args.seed)
         descriptors = build_descriptors(table)
         shuffled = shuffle_unseen_descriptors(descriptors, splits.unseen_models(ds) if splits else (), args.seed)
         resources = RouterResources(table=table, splits=splits, seed=args.seed, cache_dir=args.cache_dir, embedder=args.embedder)

@@ -42,13 +42,21 @@ def pool_masks(table: OutcomeTable, splits: Splits | None, pools: Sequence[str] 
     return {p: masks[p] for p in pools}
 
 
-def evaluation_prompts(table: OutcomeTable, split: str = "test", limit: int | None = None) -> np.ndarray:
-    """Indices of the prompts to evaluate: the split's prompts in table order, the first ``limit``."""
+def evaluation_prompts(
+    table: OutcomeTable, split: str = "test", limit: int | None = None, sample: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """Indices of the prompts to evaluate: the split's prompts in table order, the first ``limit``;
+    or ``sample``: a seeded uniform sample of that many (in table order), for slow routers."""
     prompts = table.prompts_in(split)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be at least 1, got {limit}")
         prompts = prompts[:limit]
+    if sample is not None:
+        if sample < 1:
+            raise ValueError(f"--sample must be at least 1, got {sample}")
+        if sample < prompts.size:
+            prompts = np.sort(np.random.default_rng(seed).choice(prompts, size=sample, replace=False))
     if prompts.size == 0:
         raise ValueError(f"{table.name}: no prompts in the {split} split")
     return prompts

