@@ -137,6 +137,8 @@ def test_cost_is_the_sum_over_every_model_called(tiny):
     rows = [dict(r, models=["A", r["final"]]) if r["pool"] == "seen" and r["knob"] == 0.0 else r for r in rows]
     point = compute_metrics(rows, {"tiny": table}, splits)["datasets"]["tiny"]["pools"]["seen"]["routers"]["r"]["points"][0]
     assert point["usd_per_1k"] == pytest.approx(5.0) and point["accuracy"] == 0.75
+    m = compute_metrics(rows, {"tiny": table}, splits)["datasets"]["tiny"]["pools"]["seen"]["routers"]["r"]
+    assert point["mean_calls"] == 2.0 and m["points"][1]["mean_calls"] == 1.0 and m["mean_calls"] == 1.5
 
 
 # -- the shuffle control ---------------------------------------------------------------------

