@@ -140,3 +140,26 @@ def test_two_processes(tmp_path):
     history = _log_history(out / "grpo" / "checkpoint-20")
     assert max(h["step"] for h in history) == 20
     assert (out / "final" / "adapter_config.json").exists()
+
+
+def test_shortlist_mode_run_saves_its_evidence_and_serves_from_it(tmp_path, synthetic_world):
+    """A CI-sized run in shortlist mode (SFT + a few GRPO steps): the final directory holds the
+    evidence index, and the loaded router shortlists with it (no outcome table at load time)."""
+    from routerl.env import EnvConfig, RoutingEnv
+    from routerl.policy import load_policy_router
+
+    out = tmp_path / "run"
+    proc, _ = _launch(
+        tmp_path, out, "--set", "env.shortlist=2", "--set", "env.evidence={router: knn-probe, options: {k: 10}, embedder: hash}",
+        "--set", "sft.max_steps=10", "--set", "grpo.max_steps=4", "--set", "tracking.report_to=[none]",
+        "--set", "validation.n_episodes=8",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "final" / "evidence.npz").exists() and (out / "sft" / "final" / "evidence.npz").exists()
+    router = load_policy_router(out / "final")
+    assert router.config.shortlist == 2 and router.evidence.k == 10
+    table, splits, _ = synthetic_world
+    prompt = int(table.prompts_in("test")[0])
+    spec = RoutingEnv(table, splits, EnvConfig(max_pool=8)).episode(prompt, [0, 1, 2, 3], 0.1, training=False).spec
+    d = router.decide(spec.query, spec.descriptors, 0.1)
+    assert d.model_id in {c.id for c in router.shortlist(spec.query, spec.descriptors, 0.1).candidates(spec.descriptors)}
