@@ -183,3 +183,20 @@ def test_ship_copies_what_serving_needs(tmp_path, evidence):
     assert a.keys() == b.keys() and all(b[k].dtype == torch.float16 for k in b)
     assert all(torch.allclose(a[k], b[k].float(), atol=1e-3) for k in a)
     assert main([str(tmp_path / "missing"), "--to", str(tmp_path / "o2")]) == 2
+
+
+def test_value_order_lists_the_best_estimated_value_first_in_training_and_serving(synthetic_world, evidence, tiny):
+    table, splits, _ = synthetic_world
+    env = RoutingEnv(table, splits, EnvConfig(min_pool=5, max_pool=6, shortlist=3, shortlist_order="value"), evidence=evidence)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        spec = env.sample_episode(rng).spec
+        u = [e - spec.knob * 1000 * d.estimate_cost_usd(spec.query.tokens) for e, d in zip(spec.evidence, spec.descriptors)]
+        assert u == sorted(u, reverse=True)
+    router = PolicyRouter(*tiny, PolicyConfig(mode="fast", shortlist=3, shortlist_order="value"), evidence=evidence)
+    prompt = int(table.prompts_in("test")[0])
+    descs = [env.descriptors[table.models[j]] for j in np.flatnonzero(table.available[prompt])]
+    q = env.query(prompt)
+    assert router.shortlist(q, descs, 0.1).positions == shortlist_for(evidence, q, descs, 0.1, 3, order="value").positions
+    with pytest.raises(ValueError, match="shortlist_order"):
+        EnvConfig(shortlist_order="best")

@@ -10,8 +10,9 @@ Evaluation episodes (``episode(..., training=False)``) take any pool the caller 
 
 Shortlist mode (``EnvConfig.shortlist = S > 0``, with an ``evidence`` router set on the env): the
 episode's candidates are the S best of the pool by the evidence router's per-query estimate minus
-knob x estimated cost (``routerl.routers.shortlist``), shown with those estimates; training
-episodes list them in random order, others cheapest first (as served).
+knob x estimated cost (``routerl.routers.shortlist``), shown with those estimates, in the order
+``shortlist_order``: ``value`` (best first, as served), ``cost`` (cheapest first) or ``random``
+(random in training episodes, cheapest first in others).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class EnvConfig:
         max_info_chars: characters of a response shown in ``<info>``.
         shortlist: 0, or show only this many candidates, chosen and annotated by the env's
             ``evidence`` router (see the module docstring).
+        shortlist_order: display order of the shortlist: value, cost or random (see the module docstring).
     """
 
     min_pool: int = 2
@@ -58,8 +60,11 @@ class EnvConfig:
     score_jitter: float = 0.03
     max_info_chars: int = 600
     shortlist: int = 0
+    shortlist_order: str = "random"
 
     def __post_init__(self) -> None:
+        if self.shortlist_order not in ("value", "cost", "random"):
+            raise ValueError(f"field 'shortlist_order' must be value, cost or random, got {self.shortlist_order!r}")
         if self.shortlist < 0:
             raise ValueError(f"field 'shortlist' must be >= 0, got {self.shortlist}")
         if self.min_pool < 1:
@@ -151,10 +156,12 @@ class RoutingEnv:
         if self.config.shortlist:
             if self.evidence is None:
                 raise ValueError("shortlist mode needs an evidence router on the env (RoutingEnv.evidence)")
-            random_order = training and rng is not None
+            order = self.config.shortlist_order
+            if order == "random" and not (training and rng is not None):
+                order = "cost"
             short = shortlist_for(
                 self.evidence, query, descs, float(knob), self.config.shortlist,
-                order="random" if random_order else "cost", rng=rng if random_order else None,
+                order=order, rng=rng if order == "random" else None,
             )  # fmt: skip
             pool = tuple(pool[p] for p in short.positions)
             descs = short.candidates(descs)

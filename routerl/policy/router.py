@@ -66,7 +66,9 @@ class PolicyConfig:
             (0 = no token cut; ``max_query_chars`` still applies).
         shortlist: 0, or show the policy only this many candidates, chosen by the router's
             evidence router and annotated with its per-query estimates (``routerl.routers.shortlist``;
-            set from the checkpoint's ``env.shortlist``). The prefix cache does not apply then.
+            set from the checkpoint's ``env.shortlist``); only the system message is cached then.
+        shortlist_order: display order of the shortlist (the checkpoint's ``env.shortlist_order``;
+            ``random``, which shuffles in training only, is served cheapest first).
     """
 
     mode: str = "think"
@@ -81,6 +83,7 @@ class PolicyConfig:
     threads: int = 0
     max_query_tokens: int = 0
     shortlist: int = 0
+    shortlist_order: str = "random"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
@@ -91,6 +94,8 @@ class PolicyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
+        if self.shortlist_order not in ("value", "cost", "random"):
+            raise ValueError(f"field 'shortlist_order': must be value, cost or random, got {self.shortlist_order!r}")
         if self.mode not in MODES:
             raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
@@ -144,7 +149,8 @@ class PolicyRouter(Router):
     def shortlist(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Shortlist:
         """Shortlist mode: the candidates the policy is shown (models already called included)."""
         called = [p for p in P.attempt_positions(candidates, attempts) if p is not None]
-        return shortlist_for(self.evidence, query, candidates, knob, self.config.shortlist, include=called, order="cost")
+        order = "cost" if self.config.shortlist_order == "random" else self.config.shortlist_order
+        return shortlist_for(self.evidence, query, candidates, knob, self.config.shortlist, include=called, order=order)
 
     def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
@@ -317,7 +323,11 @@ def load_policy_model(path_or_name: str | Path | None = None):
     raw = read_checkpoint_config(path) if path.is_dir() else {}
     model_cfg = raw.get("model") or {}
     env_cfg = raw.get("env") or {}
-    policy_cfg = PolicyConfig.from_dict({**(raw.get("policy") or {}), "shortlist": int(env_cfg.get("shortlist") or 0)})
+    policy_cfg = PolicyConfig.from_dict({
+        **(raw.get("policy") or {}),
+        "shortlist": int(env_cfg.get("shortlist") or 0),
+        "shortlist_order": env_cfg.get("shortlist_order", "random"),
+    })  # fmt: skip
     if path.is_dir() and (path / "adapter_config.json").exists():
         from peft import PeftModel
 

@@ -128,6 +128,8 @@ class EnvSection:
         max_info_chars: characters of an answer shown in ``<info>``.
         shortlist: 0 (every pool member is a candidate), or show the policy only this many, picked
             and annotated with per-query estimates by the evidence router (``routerl.routers.shortlist``).
+        shortlist_order: ``value`` (best estimated utility first, in training and serving),
+            ``cost`` (cheapest first) or ``random`` (random in training, cheapest first when served).
         evidence: the evidence router of shortlist mode: ``router`` (a probe router name, e.g.
             ``knn-probe``), its ``options`` and the sentence ``embedder``; its probe index is
             saved with the adapter (``evidence.npz``) so serving needs no outcome table.
@@ -141,6 +143,7 @@ class EnvSection:
     score_jitter: float = 0.03
     max_info_chars: int = 600
     shortlist: int = 0
+    shortlist_order: str = "random"
     evidence: dict[str, Any] = field(default_factory=lambda: {"router": "knn-probe", "options": {}, "embedder": "minilm"})
 
     def validate(self) -> None:
