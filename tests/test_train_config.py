@@ -32,8 +32,19 @@ def test_smollm2_config_loads(monkeypatch, tmp_path):
     assert cfg.data.tables == [str(tmp_path / "zeroeval.jsonl.gz")] and cfg.data.splits == str(tmp_path / "splits.json")
 
 
+def test_default_policy_config_loads(monkeypatch, tmp_path):
+    for name in ("zeroeval.jsonl.gz", "mmlupro.jsonl.gz", "splits.json"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setenv("ROUTERL_SHARED_DATA", str(tmp_path))
+    cfg = load_config(REPO / "configs" / "policy_smollm2.yaml")
+    assert cfg.model.base == "smollm2-135m-instruct" and len(cfg.data.tables) == 2
+    assert cfg.env.shortlist == 4 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "knn-probe"
+    with pytest.raises(ValueError, match="env.evidence.router"):
+        load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: learned}"])
+
+
 def test_every_field_of_the_shipped_configs_is_commented():
-    for name in ("grpo_tiny.yaml", "grpo_smollm2.yaml"):
+    for name in ("grpo_tiny.yaml", "grpo_smollm2.yaml", "policy_smollm2.yaml"):
         for line in (REPO / "configs" / name).read_text().splitlines():
             if ":" in line and not line.lstrip().startswith(("#", "-")):
                 assert "#" in line or line.rstrip().endswith(":"), f"{name}: undocumented field line {line!r}"
