@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-send-bytes", type=int, help="largest response message (default 4 MiB)")
     p.add_argument("--db", help="SQLite registry file (default routerl.db; created and seeded when new)")
     p.add_argument("--catalog", help="catalog YAML that seeds a new registry (default configs/catalog/default.yaml)")
-    p.add_argument("--router", help="router name from the registry (default descriptor-score)")
+    p.add_argument("--router", help="router name from the registry (default: the shipped policy, else descriptor-score; $ROUTERL_DEFAULT_ROUTER overrides)")
     p.add_argument("--router-opt", action="append", metavar="KEY=VALUE", help="router option (repeatable)")
     p.add_argument("--checkpoint", help="serve the trained policy from this checkpoint")
     p.add_argument("--data", help="outcome table for routers that read one")
