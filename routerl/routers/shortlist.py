@@ -84,19 +84,9 @@ def select_shortlist(
     return Shortlist(tuple(chosen), tuple(float(est[k]) for k in chosen))
 
 
-def shortlist_for(
-    evidence,
-    query: Query,
-    candidates: Sequence[ModelDescriptor],
-    knob: float,
-    size: int,
-    *,
-    include: Sequence[int] = (),
-    order: str = "cost",
-    rng: np.random.Generator | None = None,
-) -> Shortlist:
-    """``select_shortlist`` with estimates from ``evidence.predict`` (a ``ScoreRouter``) and costs
-    from the descriptors."""
+def shortlist_for(evidence, query: Query, candidates: Sequence[ModelDescriptor], knob: float, size: int, **options) -> Shortlist:
+    """``select_shortlist`` (``options``: its ``include``, ``order``, ``rng``) with estimates from
+    ``evidence.predict`` (a ``ScoreRouter``) and costs from the descriptors."""
     est = np.asarray(evidence.predict(query, candidates), dtype=float)
     cost = np.array([c.estimate_cost_usd(query.tokens) for c in candidates])
-    return select_shortlist(est, cost, knob, size, include=include, order=order, rng=rng)
+    return select_shortlist(est, cost, knob, size, **options)
