@@ -72,3 +72,25 @@ def test_minilm_embeds_and_caches_on_disk(tmp_path):
     again = MiniLMEmbedder(cache_dir=tmp_path)
     np.testing.assert_array_equal(again.embed(TEXTS[::-1]), vecs[::-1])
     assert again._model is None  # served from the disk cache, no model load
+
+
+def test_embedding_cache_is_usable_from_other_threads(tmp_path):
+    """A server opens the cache in its main thread and routes (embeds queries) in worker threads."""
+    import threading
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite", 4)
+    errors = []
+
+    def work(i):
+        try:
+            cache.put_many({f"k{i}": np.full(4, i, dtype=np.float32)})
+            assert cache.get_many([f"k{i}"])[f"k{i}"][0] == i
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(cache.get_many([f"k{i}" for i in range(8)])) == 8

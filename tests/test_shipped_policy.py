@@ -43,3 +43,27 @@ def test_shipped_policy_routes_over_the_default_catalog(router):
         assert d.action == "route" and d.model_id in shown
         assert {m for m, _ in d.ranking} == ids and len(d.ranking) == len(catalog)
         assert router.decide(query, catalog, knob).ranking == d.ranking  # deterministic
+
+
+def test_serve_with_no_router_flag_routes_with_the_shipped_policy(capsys, monkeypatch, tmp_path, router):
+    """``routerl serve`` with no --router serves the shipped policy, whose evidence router embeds
+    the query in a gRPC worker thread (not the thread that built it)."""
+    import json
+
+    from routerl.cli import main
+    from routerl.server import router_loader
+    from routerl.server.app import RouterServer
+    from routerl.server.config import ServerConfig
+
+    monkeypatch.delenv(router_loader.DEFAULT_ROUTER_ENV, raising=False)
+    monkeypatch.setattr(router_loader, "_load_policy", lambda checkpoint, options: router)  # reuse the loaded model
+    assert router_loader.default_router() == "policy"
+    server = RouterServer(ServerConfig(port=0, db=str(tmp_path / "r.db"), catalog=str(REPO / "configs" / "catalog" / "default.yaml")))
+    server.start()
+    try:
+        code = main(["route", "What is 17 * 23?", "--mode", "quality", "--target", f"127.0.0.1:{server.port}", "--json"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0 and out["router"] == "policy" and out["action"] == "route"
+    finally:
+        server.stop(0).wait()
+        server.close()

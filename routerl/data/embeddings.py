@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -80,13 +81,15 @@ class HashEmbedder:
 
 
 class EmbeddingCache:
-    """A SQLite store ``sha256(text) -> float32 vector`` for one embedder (safe across processes)."""
+    """A SQLite store ``sha256(text) -> float32 vector`` for one embedder (safe across processes,
+    and across threads: a server builds it in one thread and routes in others)."""
 
     def __init__(self, path: Path, dim: int):
         self.path = path
         self.dim = dim
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), timeout=60.0)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False)
         self._conn.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
         self._conn.commit()
 
@@ -96,7 +99,9 @@ class EmbeddingCache:
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for key, blob in self._conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk):
+            with self._lock:
+                rows = self._conn.execute(f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk).fetchall()
+            for key, blob in rows:
                 vec = np.frombuffer(blob, dtype=np.float32)
                 if vec.size == self.dim:
                     found[key] = vec
@@ -104,8 +109,9 @@ class EmbeddingCache:
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         rows = [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()]
-        self._conn.executemany("INSERT OR REPLACE INTO vectors (key, vec) VALUES (?, ?)", rows)
-        self._conn.commit()
+        with self._lock:
+            self._conn.executemany("INSERT OR REPLACE INTO vectors (key, vec) VALUES (?, ?)", rows)
+            self._conn.commit()
 
 
 class MiniLMEmbedder:
