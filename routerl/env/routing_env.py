@@ -29,7 +29,7 @@ from routerl.descriptors.build import build_descriptors
 from routerl.descriptors.model import ModelDescriptor
 from routerl.env.episode import Episode, EpisodeSpec
 from routerl.routers.base import Query
-from routerl.routers.shortlist import shortlist_for
+from routerl.routers.shortlist import check_order, display_order, shortlist_for
 
 
 class UnseenModelError(RuntimeError):
@@ -63,8 +63,7 @@ class EnvConfig:
     shortlist_order: str = "random"
 
     def __post_init__(self) -> None:
-        if self.shortlist_order not in ("value", "cost", "random"):
-            raise ValueError(f"field 'shortlist_order' must be value, cost or random, got {self.shortlist_order!r}")
+        check_order(self.shortlist_order)
         if self.shortlist < 0:
             raise ValueError(f"field 'shortlist' must be >= 0, got {self.shortlist}")
         if self.min_pool < 1:
@@ -156,9 +155,7 @@ class RoutingEnv:
         if self.config.shortlist:
             if self.evidence is None:
                 raise ValueError("shortlist mode needs an evidence router on the env (RoutingEnv.evidence)")
-            order = self.config.shortlist_order
-            if order == "random" and not (training and rng is not None):
-                order = "cost"
+            order = display_order(self.config.shortlist_order, training and rng is not None)
             short = shortlist_for(
                 self.evidence, query, descs, float(knob), self.config.shortlist,
                 order=order, rng=rng if order == "random" else None,

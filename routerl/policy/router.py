@@ -32,7 +32,7 @@ from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
 from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, packed_logprobs
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
-from routerl.routers.shortlist import Shortlist, shortlist_for
+from routerl.routers.shortlist import Shortlist, check_order, display_order, evidence_estimates, select_shortlist
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class PolicyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
-        if self.shortlist_order not in ("value", "cost", "random"):
-            raise ValueError(f"field 'shortlist_order': must be value, cost or random, got {self.shortlist_order!r}")
+        check_order(self.shortlist_order)
         if self.mode not in MODES:
             raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
@@ -149,21 +148,26 @@ class PolicyRouter(Router):
 
     def shortlist(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Shortlist:
         """Shortlist mode: the candidates the policy is shown (models already called included)."""
+        return self._shortlist(*evidence_estimates(self.evidence, query, candidates), candidates, knob, attempts)
+
+    def _shortlist(self, est, cost, candidates, knob, attempts) -> Shortlist:
         called = [p for p in P.attempt_positions(candidates, attempts) if p is not None]
-        order = "cost" if self.config.shortlist_order == "random" else self.config.shortlist_order
-        return shortlist_for(self.evidence, query, candidates, knob, self.config.shortlist, include=called, order=order)
+        order = display_order(self.config.shortlist_order, training=False)
+        return select_shortlist(est, cost, knob, self.config.shortlist, include=called, order=order)
 
     def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
             raise ValueError("no candidates to route to")
         if not self.config.shortlist:
             return self._decide(query, candidates, knob, attempts)
-        short = self.shortlist(query, candidates, knob, attempts)
-        decision = self._decide(query, short.candidates(candidates), knob, attempts, short.estimates)
+        est, cost = evidence_estimates(self.evidence, query, candidates)  # once per request
+        short = self._shortlist(est, cost, candidates, knob, attempts)
+        shown = short.candidates(candidates)
+        decision = self._decide(query, shown, knob, attempts, short.estimates)
         # Fallback order: the shortlist as the policy ranked it, then the rest by the evidence.
-        shown = {c.id for c in short.candidates(candidates)}
-        rest = shortlist_for(self.evidence, query, candidates, knob, len(candidates), order="value")
-        decision.ranking = list(decision.ranking) + [(candidates[p].id, 0.0) for p in rest.positions if candidates[p].id not in shown]
+        ids = {c.id for c in shown}
+        rest = select_shortlist(est, cost, knob, len(candidates), order="value").positions
+        decision.ranking = list(decision.ranking) + [(candidates[p].id, 0.0) for p in rest if candidates[p].id not in ids]
         return decision
 
     def _decide(self, query, candidates, knob, attempts=(), evidence=None) -> Decision:
@@ -315,11 +319,17 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def policy_source(path_or_name: str | Path | None) -> str | Path:
+    """What ``None`` means: the shipped adapter under ``routerl/assets/policy/`` if present, else the base."""
+    if path_or_name is None:
+        return ASSETS_DIR if (ASSETS_DIR / "adapter_config.json").exists() else DEFAULT_BASE
+    return path_or_name
+
+
 def load_policy_model(path_or_name: str | Path | None = None):
     """``(model, tokenizer, PolicyConfig)`` for an adapter directory, a model directory or a base
-    name; None = the shipped adapter under ``routerl/assets/policy/`` if present, else the base."""
-    if path_or_name is None:
-        path_or_name = ASSETS_DIR if (ASSETS_DIR / "adapter_config.json").exists() else DEFAULT_BASE
+    name; None = ``policy_source(None)``."""
+    path_or_name = policy_source(path_or_name)
     path = Path(path_or_name)
     raw = read_checkpoint_config(path) if path.is_dir() else {}
     model_cfg = raw.get("model") or {}
@@ -346,11 +356,9 @@ def load_policy_model(path_or_name: str | Path | None = None):
     return model, tokenizer, policy_cfg
 
 
-def load_evidence(path: str | Path | None):
+def load_evidence(path: str | Path):
     """Shortlist mode: the evidence router saved with a checkpoint (``evidence.npz`` + the config's
-    ``env.evidence``); None when the checkpoint has none."""
-    if path is None:
-        path = ASSETS_DIR
+    ``env.evidence``); None when the checkpoint (or a base model name) has none."""
     path = Path(path)
     if not (path / EVIDENCE_FILE).exists():
         return None
@@ -375,9 +383,10 @@ def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any)
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown policy option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    model, tokenizer, config = load_policy_model(path_or_none)
+    source = policy_source(path_or_none)
+    model, tokenizer, config = load_policy_model(source)
     if overrides:
         config = PolicyConfig(**{**config.__dict__, **overrides})
-    evidence = load_evidence(path_or_none if path_or_none is None or Path(str(path_or_none)).is_dir() else None) if config.shortlist else None
+    evidence = load_evidence(source) if config.shortlist else None
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
     return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence)

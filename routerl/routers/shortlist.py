@@ -28,6 +28,18 @@ from routerl.routers.base import Query, utility
 ORDERS = ("cost", "value", "random")
 
 
+def check_order(order: str, field: str = "shortlist_order") -> None:
+    """ValueError naming ``field`` unless ``order`` is one of ``ORDERS``."""
+    if order not in ORDERS:
+        raise ValueError(f"field '{field}' must be one of {', '.join(ORDERS)}, got {order!r}")
+
+
+def display_order(order: str, training: bool) -> str:
+    """The order a shortlist is shown in: ``random`` shuffles training episodes only; elsewhere
+    (evaluation, serving) it lists the cheapest first."""
+    return "cost" if order == "random" and not training else order
+
+
 @dataclass(frozen=True)
 class Shortlist:
     """Positions (into the full candidate list) of the shortlisted candidates, in display order,
@@ -67,8 +79,7 @@ def select_shortlist(
         raise ValueError(f"estimates and costs must be (K,) arrays of one length, got {est.shape} and {cost.shape}")
     if size < 1:
         raise ValueError(f"shortlist size must be >= 1, got {size}")
-    if order not in ORDERS:
-        raise ValueError(f"shortlist order must be one of {', '.join(ORDERS)}, got {order!r}")
+    check_order(order, "order")
     u = utility(np.nan_to_num(est, nan=0.0), cost, knob)
     ranked = sorted(range(len(est)), key=lambda k: (-u[k], cost[k], k))
     must = [int(k) for k in dict.fromkeys(include)]
@@ -84,9 +95,15 @@ def select_shortlist(
     return Shortlist(tuple(chosen), tuple(float(est[k]) for k in chosen))
 
 
-def shortlist_for(evidence, query: Query, candidates: Sequence[ModelDescriptor], knob: float, size: int, **options) -> Shortlist:
-    """``select_shortlist`` (``options``: its ``include``, ``order``, ``rng``) with estimates from
-    ``evidence.predict`` (a ``ScoreRouter``) and costs from the descriptors."""
+def evidence_estimates(evidence, query: Query, candidates: Sequence[ModelDescriptor]) -> tuple[np.ndarray, np.ndarray]:
+    """``(estimates, costs)``, each ``(K,)``: ``evidence.predict`` (a ``ScoreRouter``) and the
+    descriptors' estimated USD cost of one call for this query."""
     est = np.asarray(evidence.predict(query, candidates), dtype=float)
     cost = np.array([c.estimate_cost_usd(query.tokens) for c in candidates])
-    return select_shortlist(est, cost, knob, size, **options)
+    return est, cost
+
+
+def shortlist_for(evidence, query: Query, candidates: Sequence[ModelDescriptor], knob: float, size: int, **options) -> Shortlist:
+    """``select_shortlist`` (``options``: its ``include``, ``order``, ``rng``) over
+    ``evidence_estimates``."""
+    return select_shortlist(*evidence_estimates(evidence, query, candidates), knob, size, **options)
