@@ -121,3 +121,50 @@ def test_packed_logprobs_equal_branch_logprobs(tiny, specs):
     assert torch.allclose(want, packed_logprobs(model, None, ids, conts), atol=1e-4)
     assert torch.allclose(want, packed_logprobs(model, run_context(model, ids[:30]), ids[30:], conts), atol=1e-4)
     assert torch.allclose(want, packed_logprobs(model, run_context(model, ids), [], conts), atol=1e-4)
+
+
+def test_distinguishing_prefixes_cut_each_action_after_its_first_distinct_token():
+    from routerl.policy.scoring import distinguishing_prefixes
+
+    route = lambda k: [60, 61, 62, *k, 63, 61, 62]  # noqa: E731  <, route, >, digits, </, route, >
+    accept = [60, 64, 65]  # <, accept, />
+    conts = [route([1]), route([2]), route([1, 0]), accept]
+    assert distinguishing_prefixes(conts) == [[60, 61, 62, 1, 63], [60, 61, 62, 2], [60, 61, 62, 1, 0], [60, 64]]
+    assert distinguishing_prefixes([route([1])]) == [[60]]  # alone: its first token decides
+
+
+def test_prefix_action_scoring_is_cached_like_the_reference_and_covers_the_same_actions(tiny, specs):
+    model, tok = tiny
+    cached = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, action_scoring="prefix"))
+    plain = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, action_scoring="prefix", cache=False))
+    full = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2))
+    for spec in specs:
+        attempts = [Attempt(spec.descriptors[0].id, "The answer is 12.", 0.002)]
+        for att in ((), attempts):
+            a, da = _probs(cached, spec, 0.1, att)
+            b, db = _probs(plain, spec, 0.1, att)
+            assert (da.action, da.model_id) == (db.action, db.model_id)
+            assert max(abs(a[m] - b[m]) for m in a) < 1e-4
+            assert sum(a.values()) == pytest.approx(1.0, abs=1e-5)
+            assert a.keys() == _probs(full, spec, 0.1, att)[0].keys()
+    with pytest.raises(ValueError, match="action_scoring"):
+        PolicyConfig(action_scoring="greedy")
+
+
+def test_padded_batch_equals_each_item_alone(tiny, specs):
+    from routerl.policy.scoring import packed_logprobs, packed_logprobs_many, padded_logprobs_many
+
+    model, tok = tiny
+    router = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2))
+    head = router.prompt_ids(specs[0].query, specs[0].descriptors, 0.1)[:20]
+    state = run_context(model, head)
+    items = []
+    for i, spec in enumerate(specs[:4]):
+        suffix = router.prompt_ids(spec.query, spec.descriptors, 0.1 * i)[20 : 40 + 7 * i]  # different lengths
+        options = action_options(len(spec.descriptors), called=[0] if i % 2 else [], allow_accept=bool(i % 2))
+        items.append((suffix, [router._cont(o.text) for o in options]))
+    items.append(([], items[0][1]))  # nothing after the context: scored from its last position
+    alone = [packed_logprobs(model, state, s, c) for s, c in items]
+    for batch in (padded_logprobs_many(model, state, items), packed_logprobs_many(model, state, items)):
+        assert [b.shape for b in batch] == [a.shape for a in alone]
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(alone, batch))

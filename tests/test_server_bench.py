@@ -36,3 +36,16 @@ def test_measure_level_against_a_server(tmp_path):
         srv.stop(0).wait()
         srv.close()
     assert level.errors == 0 and level.requests == 10 and 0 < level.p50_ms <= level.p99_ms and level.rps > 0
+
+
+def test_variants_bench_compares_serving_settings_of_one_policy():
+    from routerl.bench.variants import main, parse_variant, run
+
+    assert parse_variant("dtype=int8, action_scoring=prefix") == {"dtype": "int8", "action_scoring": "prefix"}
+    lines = []
+    rows = run("tiny", [{"mode": "fast"}, {"mode": "fast", "cache": False}], rounds=1, out=lines.append)
+    n = 24 * 3 * 2  # bench queries x knobs, first calls and second rounds
+    assert [r["n"] for r in rows] == [n, n] and rows[0]["same"] == n and rows[0]["max_dp"] == 0
+    assert rows[1]["same"] == n and rows[1]["max_dp"] < 1e-4  # the uncached path decides alike
+    assert any(line.startswith("| mode=fast,cache=False |") for line in lines)
+    assert main(["--variant", "dtype"]) == 2 and main(["--checkpoint", "tiny", "--variant", "dtype=int4"]) == 2

@@ -183,6 +183,13 @@ def test_ship_copies_what_serving_needs(tmp_path, evidence):
     assert a.keys() == b.keys() and all(b[k].dtype == torch.float16 for k in b)
     assert all(torch.allclose(a[k], b[k].float(), atol=1e-3) for k in a)
     assert main([str(tmp_path / "missing"), "--to", str(tmp_path / "o2")]) == 2
+    # Serving settings chosen at ship time land in the copied config, checked before anything is written.
+    assert main([str(src), "--to", str(tmp_path / "o3"), "--policy", "dtype=int4"]) == 2
+    assert main([str(src), "--to", str(tmp_path / "o3"), "--policy", "shortlist=2"]) == 2  # a training fact, not serving
+    assert not (tmp_path / "o3").exists()
+    assert main([str(src), "--to", str(tmp_path / "o3"), "--policy", "dtype=int8", "--policy", "action_scoring=prefix"]) == 0
+    shipped = yaml.safe_load((tmp_path / "o3" / CONFIG_FILE).read_text())
+    assert shipped["policy"] == {"dtype": "int8", "action_scoring": "prefix"} and shipped["env"] == {"shortlist": 4}
 
 
 def test_value_order_lists_the_best_estimated_value_first_in_training_and_serving(synthetic_world, evidence, tiny):
@@ -200,3 +207,95 @@ def test_value_order_lists_the_best_estimated_value_first_in_training_and_servin
     assert router.shortlist(q, descs, 0.1).positions == shortlist_for(evidence, q, descs, 0.1, 3, order="value").positions
     with pytest.raises(ValueError, match="shortlist_order"):
         EnvConfig(shortlist_order="best")
+
+
+def test_compact_prompt_carries_the_same_numbers_in_fewer_tokens(env, tiny):
+    from routerl.policy import prompt as P
+
+    rng = np.random.default_rng(8)
+    tok = tiny[1]
+    for _ in range(5):
+        spec = env.sample_episode(rng).spec
+        verbose = episode_prompt(tok, spec, max_query_chars=400)
+        compact = episode_prompt(tok, spec, max_query_chars=400, style="compact")
+        assert P.SYSTEM_TEXT_COMPACT in compact and P.SYSTEM_TEXT_EVIDENCE in verbose
+        assert f"knob {spec.knob:g}, calls {spec.max_rounds}" in compact
+        assert compact.endswith("<|im_start|>assistant\n")
+        for k, (d, est) in enumerate(zip(spec.descriptors, spec.evidence)):
+            cost = P.format_usd_per_1k(d.estimate_cost_usd(spec.query.tokens)).lstrip("$")
+            assert f"[{k + 1}] {100 * est:.0f} {cost}\n" in compact
+        assert f"Q: {spec.query.text.strip()[:100]}" in compact
+
+        def suffix(text):
+            return len(P.encode(tok, text[P.split_prompt(tok, spec.descriptors, text, evidence=True) :]))
+
+        assert suffix(compact) < suffix(verbose)
+    with pytest.raises(ValueError, match="prompt_style"):
+        episode_prompt(tok, spec, style="terse")
+
+
+def test_compact_style_needs_shortlist_mode_and_round_trips_through_a_checkpoint(tmp_path, tiny, env, evidence):
+    with pytest.raises(ValueError, match="prompt_style"):
+        PolicyConfig(mode="fast", prompt_style="compact")
+    cached = PolicyRouter(*tiny, PolicyConfig(mode="fast", max_rounds=2, shortlist=3, prompt_style="compact"), evidence=evidence)
+    plain = PolicyRouter(*tiny, PolicyConfig(mode="fast", max_rounds=2, shortlist=3, prompt_style="compact", cache=False), evidence=evidence)
+    table = env.table
+    prompt = int(table.prompts_in("test")[3])
+    query = env.query(prompt)
+    descs = [env.descriptors[table.models[j]] for j in np.flatnonzero(table.available[prompt])]
+    short = cached.shortlist(query, descs, 0.1)
+    text = cached.prompt_text(query, short.candidates(descs), 0.1, (), short.estimates)
+    assert text.startswith(tok_system(tiny[1])) and "knob 0.1, calls 2" in text
+    a, b = cached.decide(query, descs, 0.1), plain.decide(query, descs, 0.1)
+    assert a.model_id == b.model_id and max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    cfg = {
+        "model": {"base": "tiny", "tiny": {"seed": 5}},
+        "policy": {"mode": "fast", "max_rounds": 1, "prompt_style": "compact", "dtype": "bfloat16"},
+        "env": {"shortlist": 2, "evidence": {"router": "knn-probe", "options": {"k": 10}, "embedder": "hash"}},
+    }
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(cfg))
+    evidence.index.save(tmp_path / EVIDENCE_FILE)
+    router = load_policy_router(tmp_path)
+    assert router.config.prompt_style == "compact" and router.config.dtype == "bfloat16"
+    assert next(router.model.parameters()).dtype == torch.bfloat16
+    assert router.decide(query, descs, 0.1).model_id in {c.id for c in descs}
+
+
+def tok_system(tok):
+    from routerl.policy import prompt as P
+
+    return tok.apply_chat_template([{"role": "system", "content": P.SYSTEM_TEXT_COMPACT}], tokenize=False).split(P.SYSTEM_TEXT_COMPACT)[0]
+
+
+@pytest.mark.parametrize("style", ["verbose", "compact"])
+def test_fast_decide_batch_scores_requests_together_with_the_same_numbers(tiny, env, evidence, style):
+    """The server's micro-batches: every request sharing the cached system message runs in one
+    forward pass, and each decision equals the one-by-one decision (probabilities within 1e-4)."""
+    from routerl.routers.base import RouteCall
+
+    router = PolicyRouter(*tiny, PolicyConfig(mode="fast", max_rounds=2, shortlist=3, prompt_style=style), evidence=evidence)
+    table = env.table
+    calls = []
+    for j, prompt in enumerate(table.prompts_in("test")[:4]):
+        descs = [env.descriptors[table.models[m]] for m in np.flatnonzero(table.available[prompt])]
+        calls.append(RouteCall(env.query(int(prompt)), descs, (0.0, 0.1, 1.0, 0.3)[j]))
+    first = calls[0]
+    calls.append(RouteCall(first.query, first.candidates, 0.1, [Attempt(first.candidates[0].id, "The answer is 4.", 0.001)]))
+    one = [router.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    passes = []
+    hook = router.model.get_decoder().register_forward_hook(lambda *a: passes.append(1))
+    try:
+        batch = router.decide_batch(calls)
+    finally:
+        hook.remove()
+    assert len(passes) == 1  # the system message was cached by the one-by-one calls; one pass for all five
+    for a, b in zip(batch, one):
+        assert (a.action, a.model_id) == (b.action, b.model_id)
+        assert dict(a.ranking).keys() == dict(b.ranking).keys()
+        assert max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4

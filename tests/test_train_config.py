@@ -39,6 +39,7 @@ def test_default_policy_config_loads(monkeypatch, tmp_path):
     cfg = load_config(REPO / "configs" / "policy_smollm2.yaml")
     assert cfg.model.base == "smollm2-135m-instruct" and len(cfg.data.tables) == 2
     assert cfg.env.shortlist == 4 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "knn-probe"
+    assert cfg.policy_config.prompt_style == "compact" and cfg.policy_config.shortlist == 4 and cfg.policy_config.dtype == "int8"
     with pytest.raises(ValueError, match="env.evidence.router"):
         load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: learned}"])
 
@@ -73,6 +74,9 @@ def test_every_field_of_the_shipped_configs_is_commented():
         ({"lora": {"dropout": 1.5}}, "lora.dropout", "[0, 1)"),
         ({"policy": {"mode": "slow"}}, "policy.mode", "must be one of"),
         ({"policy": {"max_rounds": 3}}, "policy.max_rounds", "must equal env.max_rounds"),
+        ({"policy": {"prompt_style": "compact"}}, "policy.prompt_style", "needs shortlist mode"),
+        ({"policy": {"prompt_style": "terse"}}, "policy.prompt_style", "must be one of"),
+        ({"policy": {"dtype": "int4"}}, "policy.dtype", "must be one of"),
         ({"stage": "ppo"}, "stage", "must be one of"),
         ({"bf16": 1}, "bf16", "must be one of"),
         ({"seed": "zero"}, "seed", "must be an integer"),

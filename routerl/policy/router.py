@@ -30,7 +30,9 @@ from routerl.descriptors.model import ModelDescriptor
 from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
-from routerl.policy.scoring import PrefixCache, action_options, branch_logprobs, packed_logprobs
+from routerl.policy.scoring import (
+    PrefixCache, action_options, branch_logprobs, distinguishing_prefixes, packed_logprobs, packed_logprobs_many,
+)  # fmt: skip
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
 from routerl.routers.shortlist import Shortlist, check_order, display_order, evidence_estimates, select_shortlist
 
@@ -42,6 +44,7 @@ EVIDENCE_FILE = "evidence.npz"  # shortlist mode: the evidence router's probe in
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
 MODES = ("think", "fast")
 DTYPES = ("float32", "bfloat16", "int8")
+ACTION_SCORING = ("full", "prefix")
 
 
 @dataclass
@@ -70,6 +73,11 @@ class PolicyConfig:
             set from the checkpoint's ``env.shortlist``); only the system message is cached then.
         shortlist_order: display order of the shortlist (the checkpoint's ``env.shortlist_order``;
             ``random``, which shuffles in training only, is served cheapest first).
+        prompt_style: shortlist mode's prompt text, ``verbose`` or ``compact`` (the same numbers in
+            about 60 tokens instead of 150: ``routerl.policy.prompt``); must be the one trained on.
+        action_scoring: fast mode: ``full`` scores each action's whole text; ``prefix`` scores it up
+            to its first distinguishing token (``<route>3``, ``<accept``; ``distinguishing_prefixes``),
+            leaving out the closing tags: fewer positions per request, slightly different numbers.
     """
 
     mode: str = "think"
@@ -85,6 +93,8 @@ class PolicyConfig:
     max_query_tokens: int = 0
     shortlist: int = 0
     shortlist_order: str = "random"
+    prompt_style: str = "verbose"
+    action_scoring: str = "full"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
@@ -96,6 +106,11 @@ class PolicyConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
         check_order(self.shortlist_order)
+        P.check_style(self.prompt_style)
+        if self.action_scoring not in ACTION_SCORING:
+            raise ValueError(f"field 'action_scoring': must be one of {', '.join(ACTION_SCORING)}, got {self.action_scoring!r}")
+        if self.prompt_style != "verbose" and not self.shortlist:
+            raise ValueError(f"field 'prompt_style': {self.prompt_style!r} needs shortlist mode (shortlist > 0)")
         if self.mode not in MODES:
             raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
@@ -138,6 +153,7 @@ class PolicyRouter(Router):
         return P.render_prompt(
             self.tokenizer, query, candidates, knob, attempts,
             max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars, evidence=evidence,
+            style=c.prompt_style,
         )  # fmt: skip
 
     # -- deciding ------------------------------------------------------------------------------
@@ -158,17 +174,21 @@ class PolicyRouter(Router):
     def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
             raise ValueError("no candidates to route to")
+        shown, estimates, rest = self._view(query, candidates, knob, attempts)
+        return _with_rest(self._decide(query, shown, knob, attempts, estimates), rest)
+
+    def _view(self, query, candidates, knob, attempts) -> tuple[list[ModelDescriptor], tuple[float, ...] | None, list[str]]:
+        """What the policy is shown: ``(candidates, their per-query estimates, the ids of the rest)``.
+        Shortlist mode estimates every candidate once per request; the rest (not shown) follow the
+        shortlist in the fallback order, by the evidence. Otherwise: every candidate, no estimates."""
         if not self.config.shortlist:
-            return self._decide(query, candidates, knob, attempts)
-        est, cost = evidence_estimates(self.evidence, query, candidates)  # once per request
+            return list(candidates), None, []
+        est, cost = evidence_estimates(self.evidence, query, candidates)
         short = self._shortlist(est, cost, candidates, knob, attempts)
         shown = short.candidates(candidates)
-        decision = self._decide(query, shown, knob, attempts, short.estimates)
-        # Fallback order: the shortlist as the policy ranked it, then the rest by the evidence.
         ids = {c.id for c in shown}
         rest = select_shortlist(est, cost, knob, len(candidates), order="value").positions
-        decision.ranking = list(decision.ranking) + [(candidates[p].id, 0.0) for p in rest if candidates[p].id not in ids]
-        return decision
+        return shown, short.estimates, [candidates[p].id for p in rest if candidates[p].id not in ids]
 
     def _decide(self, query, candidates, knob, attempts=(), evidence=None) -> Decision:
         called, must_accept = self._state(candidates, attempts)
@@ -221,8 +241,11 @@ class PolicyRouter(Router):
 
     def decide_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
         """Decide many requests together (the server's micro-batching): think mode generates every
-        turn in one batched ``generate``; fast mode scores each request with its own prefix cache."""
-        if self.config.mode == "fast" or self.config.shortlist:
+        turn in one batched ``generate``; fast mode scores every request whose prompt starts with
+        the same cached prefix in one forward pass (``packed_logprobs_many``)."""
+        if self.config.mode == "fast":
+            return self._fast_batch(calls)
+        if self.config.shortlist:
             return [self.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
         out: list[Decision | None] = [None] * len(calls)
         todo = []
@@ -245,20 +268,55 @@ class PolicyRouter(Router):
                 )
         return out
 
+    def _fast_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
+        out: list[Decision | None] = [None] * len(calls)
+        groups: dict[tuple[int, ...], list] = {}  # cached prefix ids -> the calls that share it
+        for i, c in enumerate(calls):
+            if not c.candidates:
+                raise ValueError("no candidates to route to")
+            shown, estimates, rest = self._view(c.query, c.candidates, c.knob, c.attempts)
+            called, must_accept = self._state(shown, c.attempts)
+            if must_accept or not self.config.cache:
+                out[i] = _with_rest(self._decide(c.query, shown, c.knob, c.attempts, estimates), rest)
+                continue
+            options = action_options(len(shown), called, bool(c.attempts))
+            head, suffix = self.split_ids(c.query, shown, c.knob, c.attempts, estimates)
+            groups.setdefault(tuple(head), []).append((i, c, shown, rest, options, suffix))
+        for head, members in groups.items():
+            state = self.prefix_cache.get(self.model, list(head)) if head else None
+            items = [(suffix, self._conts_of(options)) for *_, options, suffix in members]
+            for (i, c, shown, rest, options, _), logp in zip(members, packed_logprobs_many(self.model, state, items)):
+                probs = torch.softmax(logp, dim=-1)
+                best = options[int(torch.argmax(probs))]
+                kind = "accept" if best.is_accept else "route"
+                out[i] = _with_rest(self._decision(c.query, shown, c.attempts, options, probs, kind, best.index, ""), rest)
+        return out
+
+    def split_ids(self, query, candidates, knob, attempts, evidence=None) -> tuple[list[int], list[int]]:
+        """``(cached prefix ids, the rest)`` of ``prompt_ids``: the prefix is the query-independent
+        head (``P.split_prompt``; shortlist mode: the system message), or empty when the tokenizer
+        merged tokens across the boundary (that prompt then runs uncached)."""
+        text = self.prompt_text(query, candidates, knob, attempts, evidence)
+        ids = P.encode(self.tokenizer, text)
+        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text, evidence is not None)])
+        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
+            return head, ids[len(head) :]
+        return [], ids
+
     def fast_probs(self, query, candidates, knob, attempts, options, evidence=None) -> torch.Tensor:
         """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
         exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them.
         After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``).
         In shortlist mode (``evidence``) the cached prefix is the system message."""
-        text = self.prompt_text(query, candidates, knob, attempts, evidence)
-        ids = P.encode(self.tokenizer, text)
-        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text, evidence is not None)])
-        conts = [self._cont(o.text) for o in options]
-        if 0 < len(head) < len(ids) and ids[: len(head)] == head:
-            logp = packed_logprobs(self.model, self.prefix_cache.get(self.model, head), ids[len(head) :], conts)
-        else:  # the tokenizer merged across the boundary: no cache for this prompt
-            logp = packed_logprobs(self.model, None, ids, conts)
+        head, suffix = self.split_ids(query, candidates, knob, attempts, evidence)
+        state = self.prefix_cache.get(self.model, head) if head else None
+        logp = packed_logprobs(self.model, state, suffix, self._conts_of(options))
         return torch.softmax(logp, dim=-1)
+
+    def _conts_of(self, options) -> list[list[int]]:
+        """The token ids scored for each option (``action_scoring``)."""
+        conts = [self._cont(o.text) for o in options]
+        return distinguishing_prefixes(conts) if self.config.action_scoring == "prefix" else conts
 
     def _cont(self, text: str) -> list[int]:
         ids = self._conts.get(text)
@@ -268,7 +326,7 @@ class PolicyRouter(Router):
 
     def _fast(self, prefix: Sequence[int], suffixes: Sequence[Sequence[int]], options) -> list[torch.Tensor]:
         """Probabilities over ``options`` for each context ``prefix + suffix``: ``len(suffixes)`` rows."""
-        conts = [self.tokenizer(o.text, add_special_tokens=False)["input_ids"] for o in options]
+        conts = self._conts_of(options)
         branches = [(s, c) for s in suffixes for c in conts]
         logp = branch_logprobs(self.model, prefix, branches, self.tokenizer.pad_token_id).view(len(suffixes), len(options))
         return list(torch.softmax(logp, dim=-1))
@@ -285,6 +343,13 @@ class PolicyRouter(Router):
         return Decision(
             "route", chosen.id, order, think=think, est_cost_usd=float(chosen.estimate_cost_usd(query.tokens)), router=self.name
         )
+
+
+def _with_rest(decision: Decision, rest: Sequence[str]) -> Decision:
+    """Shortlist mode: the candidates not shown follow the policy's ranking (probability 0)."""
+    if rest:
+        decision.ranking = list(decision.ranking) + [(m, 0.0) for m in rest]
+    return decision
 
 
 def _serving_dtype(model, dtype: str):

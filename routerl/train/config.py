@@ -280,6 +280,12 @@ class PolicySection:
         max_query_chars: longer queries are cut in the middle.
         max_info_chars: characters of an answer shown in ``<info>`` (serving; training uses env.max_info_chars).
         max_rounds: calls per request at serving; null = ``env.max_rounds`` (the only value allowed).
+        prompt_style: shortlist mode's prompt text: ``verbose`` or ``compact`` (the same numbers in
+            ~60 tokens instead of ~150; needs ``env.shortlist``); training and serving use it alike.
+        dtype: weights at serving (``float32``, ``bfloat16`` or ``int8`` dynamic quantization of the
+            Linear layers, CPU); training always runs in ``model.dtype``.
+        action_scoring: serving, fast mode: ``full`` (each action's whole text) or ``prefix`` (up to
+            its first distinguishing token; fewer positions per request).
     """
 
     mode: Literal["think", "fast"] = "think"
@@ -288,6 +294,9 @@ class PolicySection:
     max_query_chars: int = 1500
     max_info_chars: int = 600
     max_rounds: Optional[int] = None
+    prompt_style: Literal["verbose", "compact"] = "verbose"
+    dtype: Literal["float32", "bfloat16", "int8"] = "float32"
+    action_scoring: Literal["full", "prefix"] = "full"
 
     def validate(self) -> None:
         _at_least(self, "think_budget", 0)
@@ -295,8 +304,9 @@ class PolicySection:
         _at_least(self, "max_query_chars", 32)
         _at_least(self, "max_info_chars", 16)
 
-    def build(self) -> PolicyConfig:
-        return PolicyConfig(**dataclasses.asdict(self))
+    def build(self, shortlist: int = 0, shortlist_order: str = "random") -> PolicyConfig:
+        """The ``PolicyConfig`` (``shortlist`` settings come from the env section)."""
+        return PolicyConfig(**dataclasses.asdict(self), shortlist=shortlist, shortlist_order=shortlist_order)
 
 
 @dataclass
@@ -504,12 +514,14 @@ class TrainConfig:
             self.policy.max_rounds = self.env.max_rounds
         elif self.policy.max_rounds != self.env.max_rounds:
             raise ConfigError("policy.max_rounds", f"must equal env.max_rounds ({self.env.max_rounds}) or be null, got {self.policy.max_rounds}")
+        if self.policy.prompt_style != "verbose" and not self.env.shortlist:
+            raise ConfigError("policy.prompt_style", f"{self.policy.prompt_style!r} needs shortlist mode (env.shortlist > 0)")
         if self.stage != "sft" and self.grpo.num_generations < 2:
             raise ConfigError("grpo.num_generations", "must be >= 2")
 
     @property
     def policy_config(self) -> PolicyConfig:
-        return self.policy.build()
+        return self.policy.build(self.env.shortlist, self.env.shortlist_order)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -84,10 +84,12 @@ class EpisodeBank:
             self._by_prompt.setdefault(p, i)
 
     @classmethod
-    def sample(cls, envs: list[RoutingEnv], tokenizer, n: int, seed: int, max_query_chars: int = 1500) -> "EpisodeBank":
+    def sample(
+        cls, envs: list[RoutingEnv], tokenizer, n: int, seed: int, max_query_chars: int = 1500, style: str = "verbose"
+    ) -> "EpisodeBank":
         rng = np.random.default_rng(seed)
         episodes = [_pick_env(envs, rng).sample_episode(rng) for _ in range(n)]
-        prompts = [episode_prompt(tokenizer, e.spec, max_query_chars=max_query_chars) for e in episodes]
+        prompts = [episode_prompt(tokenizer, e.spec, max_query_chars=max_query_chars, style=style) for e in episodes]
         return cls(episodes, prompts)
 
     def __len__(self) -> int:

@@ -70,7 +70,7 @@ def train_grpo(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Pat
         pass
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental
-    bank = EpisodeBank.sample(envs, tokenizer, config.data.n_train_episodes, config.data.seed, config.policy.max_query_chars)
+    bank = EpisodeBank.sample(envs, tokenizer, config.data.n_train_episodes, config.data.seed, config.policy.max_query_chars, config.policy.prompt_style)
     log.info("GRPO over %d training episodes", len(bank))
     args = grpo_args(config)
     trainer = RoutingGRPOTrainer(

@@ -50,7 +50,7 @@ def build_sft_dataset(config: TrainConfig, envs, tokenizer):
     from datasets import Dataset
 
     n = config.data.n_sft_episodes
-    bank = EpisodeBank.sample(envs, tokenizer, n, seed=config.data.seed + 1, max_query_chars=config.policy.max_query_chars)
+    bank = EpisodeBank.sample(envs, tokenizer, n, seed=config.data.seed + 1, max_query_chars=config.policy.max_query_chars, style=config.policy.prompt_style)
     rng = np.random.default_rng(config.seed)
     rows = []
     for episode, prompt in zip(bank.episodes, bank.prompts):

