@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Sequence
 
-DEFAULT_VARIANTS = ("dtype=float32,action_scoring=full", "dtype=int8,action_scoring=full", "dtype=int8,action_scoring=prefix")
+DEFAULT_VARIANTS = ("dtype=float32,action_scoring=full", "dtype=bfloat16,action_scoring=prefix", "dtype=int8,action_scoring=prefix")
 KNOBS = (0.0, 0.1, 1.0)
 
 
