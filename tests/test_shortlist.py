@@ -288,13 +288,18 @@ def test_fast_decide_batch_scores_requests_together_with_the_same_numbers(tiny, 
     first = calls[0]
     calls.append(RouteCall(first.query, first.candidates, 0.1, [Attempt(first.candidates[0].id, "The answer is 4.", 0.001)]))
     one = [router.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    embedded = []
+    embed = router.evidence.embedder.embed
+    router.evidence.embedder.embed = lambda texts: embedded.append(list(texts)) or embed(texts)
     passes = []
     hook = router.model.get_decoder().register_forward_hook(lambda *a: passes.append(1))
     try:
         batch = router.decide_batch(calls)
     finally:
         hook.remove()
+        router.evidence.embedder.embed = embed
     assert len(passes) == 1  # the system message was cached by the one-by-one calls; one pass for all five
+    assert embedded[0] == [c.query.text for c in calls]  # the batch's queries are embedded together first
     for a, b in zip(batch, one):
         assert (a.action, a.model_id) == (b.action, b.model_id)
         assert dict(a.ranking).keys() == dict(b.ranking).keys()

@@ -270,6 +270,9 @@ class PolicyRouter(Router):
 
     def _fast_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
         out: list[Decision | None] = [None] * len(calls)
+        prepare = getattr(self.evidence, "prepare", None)
+        if self.config.shortlist and len(calls) > 1 and callable(prepare):
+            prepare([c.query for c in calls])  # one embedding batch; each request then hits the embedder's cache
         groups: dict[tuple[int, ...], list] = {}  # cached prefix ids -> the calls that share it
         for i, c in enumerate(calls):
             if not c.candidates:
