@@ -28,19 +28,14 @@ KNOBS = (0.0, 0.1, 1.0)
 
 def parse_variant(text: str) -> dict:
     """``"dtype=int8,action_scoring=prefix"`` -> ``{"dtype": "int8", "action_scoring": "prefix"}``."""
+    from routerl.cli.client_args import key_values
     from routerl.routers.registry import coerce_option
 
-    out = {}
-    for pair in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--variant {text!r}: expected KEY=VALUE[,KEY=VALUE...]")
-        out[key] = coerce_option(value)
-    return out
+    return key_values([p.strip() for p in text.split(",") if p.strip()], "--variant", coerce_option)
 
 
 def requests():
-    """``[(query, pool, knob, attempts)]``: first calls, then second rounds (attempts filled later)."""
+    """``(pool, [(query, knob), ...])``: the bench's 8-model pool and its queries x ``KNOBS``."""
     from routerl.bench.service import DEFAULT_CATALOG, POOL_SIZE, QUERIES
     from routerl.descriptors.catalog import load_catalog
     from routerl.routers.base import Query
@@ -99,12 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="K=V[,K=V]", help="PolicyConfig overrides (repeatable; the first is the reference)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the first calls (default 2)")
     args = parser.parse_args(argv)
+    from routerl.cli import CliError
+
     try:
         variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
         if args.rounds < 1:
             raise ValueError("--rounds must be at least 1")
         run(args.checkpoint, variants, args.rounds)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, CliError) as exc:
         print(f"routerl.bench.variants: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -31,7 +31,8 @@ from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
 from routerl.policy.scoring import (
-    PrefixCache, action_options, branch_logprobs, distinguishing_prefixes, packed_logprobs, packed_logprobs_many,
+    PrefixCache, action_options, branch_logprobs, common_prefix_len, distinguishing_prefixes, packed_logprobs,
+    packed_logprobs_many,
 )  # fmt: skip
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
 from routerl.routers.shortlist import Shortlist, check_order, display_order, evidence_estimates, select_shortlist
@@ -203,19 +204,15 @@ class PolicyRouter(Router):
                 probs = self.fast_probs(query, candidates, knob, attempts, options, evidence)
             else:
                 probs = self._fast(self.prompt_ids(query, candidates, knob, attempts, evidence), [()], options)[0]
-            best = options[int(torch.argmax(probs))]
-            kind, index, think = ("accept" if best.is_accept else "route"), best.index, ""
-        else:
-            ids = self.prompt_ids(query, candidates, knob, attempts, evidence)
-            turn = think_then_act(
-                self.model, self.tokenizer, ids, len(candidates), called=called, allow_accept=allow_accept,
-                think_budget=self.config.think_budget, action_tokens=self.config.action_tokens,
-            )  # fmt: skip
-            if turn.fallback or turn.forced:
-                log.debug("policy turn malformed (%s); %s", turn.error, "forced the action" if turn.forced else "fast-mode fallback")
-            options, probs = turn.options, turn.probs
-            kind, index, think = turn.action.kind, turn.action.index, turn.think
-        return self._decision(query, candidates, attempts, options, probs, kind, index, think)
+            return self._fast_decision(query, candidates, attempts, options, probs)
+        ids = self.prompt_ids(query, candidates, knob, attempts, evidence)
+        turn = think_then_act(
+            self.model, self.tokenizer, ids, len(candidates), called=called, allow_accept=allow_accept,
+            think_budget=self.config.think_budget, action_tokens=self.config.action_tokens,
+        )  # fmt: skip
+        if turn.fallback or turn.forced:
+            log.debug("policy turn malformed (%s); %s", turn.error, "forced the action" if turn.forced else "fast-mode fallback")
+        return self._decision(query, candidates, attempts, turn.options, turn.probs, turn.action.kind, turn.action.index, turn.think)
 
     def decide_many(self, query, candidates, knobs, attempts=()):
         """In fast mode, every knob is scored in one batched pass over the shared prompt prefix
@@ -228,16 +225,11 @@ class PolicyRouter(Router):
         if must_accept:
             return [self.decide(query, candidates, k, attempts) for k in knobs]
         prompts = [self.prompt_ids(query, candidates, k, attempts) for k in knobs]
-        shared = _common_prefix(prompts)
+        shared = common_prefix_len(prompts)
         shared = min(shared, min(len(p) for p in prompts) - 1)
         options = action_options(len(candidates), called, bool(attempts))
         all_probs = self._fast(prompts[0][:shared], [p[shared:] for p in prompts], options)
-        out = []
-        for probs in all_probs:
-            best = options[int(torch.argmax(probs))]
-            kind = "accept" if best.is_accept else "route"
-            out.append(self._decision(query, candidates, attempts, options, probs, kind, best.index, ""))
-        return out
+        return [self._fast_decision(query, candidates, attempts, options, probs) for probs in all_probs]
 
     def decide_batch(self, calls: Sequence[RouteCall]) -> list[Decision]:
         """Decide many requests together (the server's micro-batching): think mode generates every
@@ -289,10 +281,7 @@ class PolicyRouter(Router):
             state = self.prefix_cache.get(self.model, list(head)) if head else None
             items = [(suffix, self._conts_of(options)) for *_, options, suffix in members]
             for (i, c, shown, rest, options, _), logp in zip(members, packed_logprobs_many(self.model, state, items)):
-                probs = torch.softmax(logp, dim=-1)
-                best = options[int(torch.argmax(probs))]
-                kind = "accept" if best.is_accept else "route"
-                out[i] = _with_rest(self._decision(c.query, shown, c.attempts, options, probs, kind, best.index, ""), rest)
+                out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
         return out
 
     def split_ids(self, query, candidates, knob, attempts, evidence=None) -> tuple[list[int], list[int]]:
@@ -334,6 +323,11 @@ class PolicyRouter(Router):
         logp = branch_logprobs(self.model, prefix, branches, self.tokenizer.pad_token_id).view(len(suffixes), len(options))
         return list(torch.softmax(logp, dim=-1))
 
+    def _fast_decision(self, query, candidates, attempts, options, probs) -> Decision:
+        """Fast mode: the most probable option."""
+        best = options[int(torch.argmax(probs))]
+        return self._decision(query, candidates, attempts, options, probs, "accept" if best.is_accept else "route", best.index, "")
+
     def _decision(self, query, candidates, attempts, options, probs, kind, index, think) -> Decision:
         p = {o.index: float(x) for o, x in zip(options, probs)}
         ranking = {c.id: p.get(k, 0.0) for k, c in enumerate(candidates)}
@@ -367,15 +361,6 @@ def _serving_dtype(model, dtype: str):
     return model
 
 
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        t = seqs[0][i]
-        if any(s[i] != t for s in seqs[1:]):
-            return i
-    return n
-
-
 def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     """The resolved training config saved beside an adapter (empty when absent)."""
     f = Path(path) / CONFIG_FILE
@@ -385,6 +370,17 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(f"{f}: expected a mapping")
     return raw
+
+
+def policy_config_from(raw: dict[str, Any]) -> PolicyConfig:
+    """The ``PolicyConfig`` a checkpoint config describes: its ``policy`` section, with the
+    shortlist settings of its ``env`` section."""
+    env = raw.get("env") or {}
+    return PolicyConfig.from_dict({
+        **(raw.get("policy") or {}),
+        "shortlist": int(env.get("shortlist") or 0),
+        "shortlist_order": env.get("shortlist_order", "random"),
+    })  # fmt: skip
 
 
 def policy_source(path_or_name: str | Path | None) -> str | Path:
@@ -401,12 +397,7 @@ def load_policy_model(path_or_name: str | Path | None = None):
     path = Path(path_or_name)
     raw = read_checkpoint_config(path) if path.is_dir() else {}
     model_cfg = raw.get("model") or {}
-    env_cfg = raw.get("env") or {}
-    policy_cfg = PolicyConfig.from_dict({
-        **(raw.get("policy") or {}),
-        "shortlist": int(env_cfg.get("shortlist") or 0),
-        "shortlist_order": env_cfg.get("shortlist_order", "random"),
-    })  # fmt: skip
+    policy_cfg = policy_config_from(raw)
     if path.is_dir() and (path / "adapter_config.json").exists():
         from peft import PeftModel
 

@@ -192,12 +192,13 @@ def distinguishing_prefixes(conts: Sequence[Sequence[int]]) -> list[list[int]]:
     ``prefix``: 3 instead of 15 extra positions for four routes)."""
     out = []
     for i, c in enumerate(conts):
-        shared = max((_common_prefix_len([c, o]) for j, o in enumerate(conts) if j != i), default=0)
+        shared = max((common_prefix_len([c, o]) for j, o in enumerate(conts) if j != i), default=0)
         out.append(list(c[: min(len(c), shared + 1)]))
     return out
 
 
-def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix that every sequence of ``seqs`` starts with."""
     n = min(len(s) for s in seqs)
     for i in range(n):
         if any(s[i] != seqs[0][i] for s in seqs[1:]):
@@ -363,7 +364,7 @@ def option_logprobs(model, state: ContextState, conts: Sequence[Sequence[int]], 
         if len(g) == 1:
             continue
         seqs = [conts[i] for i in g]
-        L = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)  # every tail keeps >= 1 token
+        L = min(common_prefix_len(seqs), min(len(s) for s in seqs) - 1)  # every tail keeps >= 1 token
         if L > 0:
             shared, after = _extend_scored(model, state, seqs[0][:L])
         else:

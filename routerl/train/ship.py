@@ -30,15 +30,14 @@ SERVING_FIELDS = ("dtype", "action_scoring", "cache", "cache_entries", "threads"
 
 
 def serving_overrides(pairs: list[str]) -> dict:
-    """``["dtype=int8", ...]`` -> ``{"dtype": "int8"}`` (values parsed as YAML scalars)."""
-    import yaml
+    """``["dtype=int8", ...]`` -> ``{"dtype": "int8"}`` (values coerced like every router option)."""
+    from routerl.cli.client_args import key_values
+    from routerl.routers.registry import coerce_option
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in SERVING_FIELDS:
-            raise ValueError(f"--policy {pair!r}: expected KEY=VALUE with KEY one of {', '.join(SERVING_FIELDS)}")
-        out[key] = yaml.safe_load(value)
+    out = key_values(pairs, "--policy", coerce_option)
+    unknown = [k for k in out if k not in SERVING_FIELDS]
+    if unknown:
+        raise ValueError(f"--policy {unknown[0]}: not a serving field (one of {', '.join(SERVING_FIELDS)})")
     return out
 
 
@@ -48,7 +47,7 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     import yaml
     from safetensors.torch import load_file, save_file
 
-    from routerl.policy.router import PolicyConfig
+    from routerl.policy.router import policy_config_from
 
     src, dst = Path(src), Path(dst)
     for name in ("adapter_config.json", WEIGHTS, CONFIG_FILE):
@@ -60,8 +59,7 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         raise ValueError(f"{src}: a tiny test model's adapter cannot be the shipped default")
     if policy:
         raw["policy"] = {**(raw.get("policy") or {}), **policy}
-        env = raw.get("env") or {}
-        PolicyConfig.from_dict({**raw["policy"], "shortlist": int(env.get("shortlist") or 0), "shortlist_order": env.get("shortlist_order", "random")})
+        policy_config_from(raw)  # a bad value fails here, before anything is written
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.iterdir():
         if old.is_file():
@@ -78,8 +76,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
-    elif (read_checkpoint_config(src).get("env") or {}).get("shortlist"):
-        evidence_index(read_checkpoint_config(src)).save(dst / EVIDENCE_FILE)
+    elif (raw.get("env") or {}).get("shortlist"):
+        evidence_index(raw).save(dst / EVIDENCE_FILE)
     return sorted(dst.iterdir())
 
 
@@ -103,9 +101,11 @@ def main(argv=None) -> int:
     parser.add_argument("--to", default=str(ASSETS_DIR), help=f"destination (default {ASSETS_DIR})")
     parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", help=f"serving setting ({', '.join(SERVING_FIELDS)})")
     args = parser.parse_args(argv)
+    from routerl.cli import CliError
+
     try:
         files = ship(args.adapter, args.to, serving_overrides(args.policy))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, CliError) as exc:
         print(f"routerl.train.ship: error: {exc}", file=sys.stderr)
         return 2
     for f in files:
