@@ -48,4 +48,5 @@ def test_variants_bench_compares_serving_settings_of_one_policy():
     assert [r["n"] for r in rows] == [n, n] and rows[0]["same"] == n and rows[0]["max_dp"] == 0
     assert rows[1]["same"] == n and rows[1]["max_dp"] < 1e-4  # the uncached path decides alike
     assert any(line.startswith("| mode=fast,cache=False |") for line in lines)
+    assert all(r["prefix_tokens"] > 0 and r["request_tokens"] > 0 for r in rows)
     assert main(["--variant", "dtype"]) == 2 and main(["--checkpoint", "tiny", "--variant", "dtype=int4"]) == 2

@@ -10,8 +10,10 @@ policy). Every variant decides the same requests: the 24 queries of ``routerl be
 first variant's choice, answered ``"The answer is 4."``: accept or escalate). Printed in one run,
 per variant: decision p50 / p90 (in process: no gRPC; the evidence router's query embedding is
 included, so the first pass over the queries is timed too, like new queries), the speed-up over
-the first variant, and how often it makes the first variant's decision (same action and model)
-with the largest probability difference over every candidate of the ranking.
+the first variant, how often it makes the first variant's decision (same action and model) with
+the largest probability difference over every candidate of the ranking, and the prompt's cached
+prefix and per-request tokens (first calls; a ``prompt_style`` variant shows another style's
+length, not a style the checkpoint was trained on).
 """
 
 from __future__ import annotations
@@ -76,15 +78,20 @@ def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=p
             "same": same,
             "n": len(decisions),
             "max_dp": dp,
+            "prefix_tokens": statistics.mean(router.request_tokens(q, pool, k)[0] for q, k in calls),
+            "request_tokens": statistics.mean(router.request_tokens(q, pool, k)[1] for q, k in calls),
         }
         results.append(row)
         del router
     base = results[0]["p50_ms"]
     out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process")
-    out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff |")
-    out("|---|---|---|---|---|---|")
+    out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff | cached prefix tokens | tokens run per request (first calls, mean) |")
+    out("|---|---|---|---|---|---|---|---|")
     for r in results:
-        out(f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base / r['p50_ms']:.2f}x | {r['same']}/{r['n']} | {r['max_dp']:.3g} |")
+        out(
+            f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base / r['p50_ms']:.2f}x | {r['same']}/{r['n']} | {r['max_dp']:.3g} "
+            f"| {r['prefix_tokens']:.0f} | {r['request_tokens']:.1f} |"
+        )
     return results
 
 

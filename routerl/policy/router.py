@@ -75,7 +75,7 @@ class PolicyConfig:
         shortlist_order: display order of the shortlist (the checkpoint's ``env.shortlist_order``;
             ``random``, which shuffles in training only, is served cheapest first).
         prompt_style: shortlist mode's prompt text, ``verbose`` or ``compact`` (the same numbers in
-            about 60 tokens instead of 150: ``routerl.policy.prompt``); must be the one trained on.
+            about 90 tokens instead of 150 for a short query: ``routerl.policy.prompt``); must be the one trained on.
         action_scoring: fast mode: ``full`` scores each action's whole text; ``prefix`` scores it up
             to its first distinguishing token (``<route>3``, ``<accept``; ``distinguishing_prefixes``),
             leaving out the closing tags: fewer positions per request, slightly different numbers.
@@ -283,6 +283,13 @@ class PolicyRouter(Router):
             for (i, c, shown, rest, options, _), logp in zip(members, packed_logprobs_many(self.model, state, items)):
                 out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
         return out
+
+    def request_tokens(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> tuple[int, int]:
+        """``(cached prefix tokens, tokens run per request)`` of the prompt ``decide`` renders
+        (before the action positions)."""
+        shown, estimates, _ = self._view(query, candidates, knob, attempts)
+        head, suffix = self.split_ids(query, shown, knob, attempts, estimates)
+        return len(head), len(suffix)
 
     def split_ids(self, query, candidates, knob, attempts, evidence=None) -> tuple[list[int], list[int]]:
         """``(cached prefix ids, the rest)`` of ``prompt_ids``: the prefix is the query-independent
