@@ -21,7 +21,7 @@ Shortlist mode (``evidence``: per-query accuracy estimates of the shown candidat
 * ``verbose``: ``Query (math, 8 tokens): ...``, then ``[1] est. accuracy 0.95, est. cost $0.18``
   per candidate, then the knob and call-limit sentence (~150 tokens after the system message for
   a short query).
-* ``compact``: the same numbers in about 60 tokens, so a served request runs ~2.5x fewer tokens::
+* ``compact``: the same numbers in fewer tokens (88 against 152 on average for the bench queries)::
 
       knob 0.1, calls 2
       [1] 95 0.18          <- estimated accuracy in %, estimated $ per 1k queries like this one

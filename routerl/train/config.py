@@ -281,7 +281,7 @@ class PolicySection:
         max_info_chars: characters of an answer shown in ``<info>`` (serving; training uses env.max_info_chars).
         max_rounds: calls per request at serving; null = ``env.max_rounds`` (the only value allowed).
         prompt_style: shortlist mode's prompt text: ``verbose`` or ``compact`` (the same numbers in
-            ~60 tokens instead of ~150; needs ``env.shortlist``); training and serving use it alike.
+            ~90 tokens instead of ~150 for a short query; needs ``env.shortlist``); training and serving use it alike.
         dtype: weights at serving (``float32``, ``bfloat16`` or ``int8`` dynamic quantization of the
             Linear layers, CPU); training always runs in ``model.dtype``.
         action_scoring: serving, fast mode: ``full`` (each action's whole text) or ``prefix`` (up to
