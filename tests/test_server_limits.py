@@ -304,3 +304,29 @@ def test_list_models_pages_under_the_send_limit_and_omits_oversized_probe_result
             assert info.value.code == CODE.INVALID_ARGUMENT and info.value.field == "page_token"
     finally:
         stop(srv)
+
+
+def test_batcher_starts_its_router_in_the_worker_thread_before_the_first_batch():
+    """``start_worker`` (the policy sets its compute threads and loads its embedder there) runs
+    once, in the batch worker's thread, before any batch; one that fails does not stop routing."""
+
+    class Starting(BatchRouter):
+        def __init__(self, fail):
+            super().__init__(delay=0.0)
+            self.fail, self.started = fail, []
+
+        def start_worker(self):
+            self.started.append((threading.current_thread().name, list(self.batches)))
+            if self.fail:
+                raise RuntimeError("no threads for you")
+
+    pool = tuple(catalog())
+    for fail in (False, True):
+        router = Starting(fail)
+        batcher = MicroBatcher(router, max_batch=4, max_wait_s=0.0)
+        try:
+            assert batcher.submit(RouteCall(_query("q"), pool, 0.0), timeout=5).model_id
+            batcher.submit(RouteCall(_query("r"), pool, 0.0), timeout=5)
+        finally:
+            batcher.close()
+        assert router.started == [("routerl-batcher", [])]

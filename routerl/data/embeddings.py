@@ -120,8 +120,9 @@ class MiniLMEmbedder:
 
     The model is loaded on the first cache miss (about 10 s); cached texts never load it.
     Vectors are also kept in memory: all of them by default (datasets), or the ``memory_entries``
-    most recent (serving). ``persist=False`` reads the disk cache but never writes new vectors to
-    it (serving: user queries are not stored on disk).
+    most recent (serving). ``persist=False`` keeps vectors in memory only, never reading or
+    writing the disk cache (serving: user queries are not stored on disk, and a query's latency
+    does not depend on what other jobs on the machine embedded).
     """
 
     name = "minilm"
@@ -144,6 +145,11 @@ class MiniLMEmbedder:
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def load(self) -> "MiniLMEmbedder":
+        """Load the model now (a server does it at start, not on its first new query)."""
+        self._load_model()
+        return self
+
     def _load_model(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -164,7 +170,7 @@ class MiniLMEmbedder:
         with self._lock:
             found = {k: self._memory[k] for k in dict.fromkeys(keys) if k in self._memory}
         missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if missing:
+        if missing and self.persist:
             found.update(self.cache.get_many(missing))
         todo: dict[str, str] = {}
         for key, text in zip(keys, texts):

@@ -22,6 +22,7 @@ from routerl.routers.base import Query
 from routerl.routers.prior import descriptor_priors, shrink
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
+from routerl.routers.threads import single_thread
 
 DEFAULT_K = 40
 DEFAULT_PRIOR_WEIGHT = 5.0
@@ -71,6 +72,8 @@ class KnnProbeRouter(ProbeRouter):
         self.prior_weight = float(prior_weight)
 
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
-        sims = (self.index.embeddings @ self.query_embedding(query))[None, :]
-        est, count, _ = knn_estimate(sims, self.index.matrix(candidates), self.k)
+        q = self.query_embedding(query)
+        with single_thread("blas"):
+            sims = (self.index.embeddings @ q)[None, :]
+            est, count, _ = knn_estimate(sims, self.index.matrix(candidates), self.k)
         return shrink(est[0], count[0], descriptor_priors(candidates, query.domain), self.prior_weight)

@@ -21,7 +21,6 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
-from threadpoolctl import ThreadpoolController
 
 from routerl.data.outcomes import OutcomeTable
 from routerl.data.splits import Splits
@@ -34,19 +33,10 @@ from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 from routerl.routers.recorded import query_tokens
+from routerl.routers.threads import single_thread
 
 log = logging.getLogger(__name__)
 LEARNED_DEFAULTS = {"k": 10, "k_wide": KNN_PROBE_K, "n_clusters": DEFAULT_CLUSTERS, "max_iter": 300, "learning_rate": 0.05}
-_THREADPOOLS: ThreadpoolController | None = None
-
-
-def _single_thread():
-    """A context running OpenMP on one thread: predicting a handful of rows is several times
-    faster so (and far faster when the cores are busy) than with a parallel region per tree."""
-    global _THREADPOOLS
-    if _THREADPOOLS is None:
-        _THREADPOOLS = ThreadpoolController()
-    return _THREADPOOLS.limit(limits=1, user_api="openmp")
 
 
 def seen_model_pairs(
@@ -102,7 +92,7 @@ class LearnedRouter(ProbeRouter):
         x = self.features.build(
             self.query_embedding(query)[None, :], [query.domain], np.array([query.tokens]), candidates
         )[0]
-        with _single_thread():
+        with single_thread("openmp"):  # a parallel region per tree is several times slower for a few rows
             return np.clip(self.model.predict(x), 0.0, 1.0)
 
 

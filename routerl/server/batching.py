@@ -4,6 +4,9 @@ A router that defines ``decide_batch(calls: list[RouteCall]) -> list[Decision]``
 LM scoring many prompts in one forward pass) gets a ``MicroBatcher``: one worker thread collects
 the requests submitted by the RPC threads and hands them to ``decide_batch`` together.
 
+A router may define ``start_worker()``: the worker thread calls it once before its first batch
+(the policy sets its compute threads there: ``PolicyRouter.start_worker``).
+
 When to call: as soon as ``max_batch`` requests wait, or ``max_wait_s`` after the first one came,
 or at once when no other ``Route`` call is on its way (``expect()`` counts the calls admitted but
 not yet submitted), so a lone request never waits for company that is not coming. While a batch
@@ -137,6 +140,12 @@ class MicroBatcher:
         return [it for it in batch if not it.cancelled]
 
     def _run(self) -> None:
+        start = getattr(self.router, "start_worker", None)  # e.g. the policy sets its compute threads here
+        if callable(start):
+            try:
+                start()
+            except Exception:  # noqa: BLE001 - a failed tuning step must not stop the worker
+                log.exception("router %s: start_worker failed", self.router.name)
         while True:
             batch = self._next_batch()
             if batch is None:
