@@ -86,6 +86,20 @@ def test_prefix_cache_is_bounded_lru(tiny):
         PrefixCache(0)
 
 
+def test_prefix_cache_extends_a_cached_base(tiny):
+    """``base``: a miss runs only the ids after the base prefix, on the base's cached state, and
+    gives the state a full run gives."""
+    model, _ = tiny
+    cache = PrefixCache(max_entries=8)
+    ids = [5, 6, 7, 8, 9]
+    state = cache.get(model, ids, base=3)
+    assert cache.misses == 2 and PrefixCache.key(ids[:3]) in cache._items  # the base was cached on the way
+    full = run_context(model, ids)
+    assert state.length == full.length == 5 and torch.allclose(state.last, full.last, atol=1e-5)
+    cache.get(model, [5, 6, 7, 1, 2], base=3)
+    assert cache.hits == 1 and cache.misses == 3  # the base was a hit
+
+
 def test_cached_state_is_not_mutated(tiny, specs):
     model, tok = tiny
     router = PolicyRouter(model, tok, PolicyConfig(mode="fast"))

@@ -225,11 +225,17 @@ def test_compact_prompt_carries_the_same_numbers_in_fewer_tokens(env, tiny):
             cost = P.format_usd_per_1k(d.estimate_cost_usd(spec.query.tokens)).lstrip("$")
             assert f"[{k + 1}] {100 * est:.0f} {cost}\n" in compact
         assert f"Q: {spec.query.text.strip()[:100]}" in compact
+        dense = episode_prompt(tok, spec, max_query_chars=400, style="dense")
+        assert P.SYSTEM_TEXT_DENSE in dense and dense.split(P.SYSTEM_TEXT_DENSE)[1].split("\n1 ")[0].endswith(f"knob {spec.knob:g}, calls {spec.max_rounds}")
+        for k, (d, est) in enumerate(zip(spec.descriptors, spec.evidence)):
+            cost = P.format_usd_per_1k(d.estimate_cost_usd(spec.query.tokens)).lstrip("$")
+            assert f"\n{k + 1} {100 * est:.0f} {cost[1:] if cost.startswith('0.') else cost}\n" in dense
+        assert dense.split("\nQ: ")[1] == compact.split("\nQ: ")[1]
 
-        def suffix(text):
-            return len(P.encode(tok, text[P.split_prompt(tok, spec.descriptors, text, evidence=True) :]))
+        def suffix(text, style):
+            return len(P.encode(tok, text[P.split_prompt(tok, spec.descriptors, text, evidence=True, style=style) :]))
 
-        assert suffix(compact) < suffix(verbose)
+        assert suffix(dense, "dense") < suffix(compact, "compact") < suffix(verbose, "verbose")
     with pytest.raises(ValueError, match="prompt_style"):
         episode_prompt(tok, spec, style="terse")
 
@@ -273,7 +279,7 @@ def tok_system(tok):
     return tok.apply_chat_template([{"role": "system", "content": P.SYSTEM_TEXT_COMPACT}], tokenize=False).split(P.SYSTEM_TEXT_COMPACT)[0]
 
 
-@pytest.mark.parametrize("style", ["verbose", "compact"])
+@pytest.mark.parametrize("style", ["verbose", "compact", "dense"])
 def test_fast_decide_batch_scores_requests_together_with_the_same_numbers(tiny, env, evidence, style):
     """The server's micro-batches: every request sharing the cached system message runs in one
     forward pass, and each decision equals the one-by-one decision (probabilities within 1e-4)."""
@@ -298,9 +304,42 @@ def test_fast_decide_batch_scores_requests_together_with_the_same_numbers(tiny, 
     finally:
         hook.remove()
         router.evidence.embedder.embed = embed
-    assert len(passes) == 1  # the system message was cached by the one-by-one calls; one pass for all five
+    # The system message was cached by the one-by-one calls; one pass for all five (compact and
+    # dense: their knob lines differ, so each runs its knob line after the system message).
+    assert len(passes) == 1
     assert embedded[0] == [c.query.text for c in calls]  # the batch's queries are embedded together first
     for a, b in zip(batch, one):
         assert (a.action, a.model_id) == (b.action, b.model_id)
         assert dict(a.ranking).keys() == dict(b.ranking).keys()
         assert max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4
+
+
+@pytest.mark.parametrize("style", ["compact", "dense"])
+def test_fused_engine_and_cached_knob_line_give_the_uncached_numbers(tiny, env, evidence, style):
+    """``engine: fused`` with the knob line in the cached prefix: every decision (first calls at
+    several knobs, a second round, a micro-batch) equals the uncached transformers path."""
+    from routerl.routers.base import RouteCall
+
+    fused = PolicyRouter(*tiny, PolicyConfig(mode="fast", max_rounds=2, shortlist=3, prompt_style=style, engine="fused"), evidence=evidence)
+    plain = PolicyRouter(*tiny, PolicyConfig(mode="fast", max_rounds=2, shortlist=3, prompt_style=style, cache=False), evidence=evidence)
+    table = env.table
+    calls = []
+    for j, prompt in enumerate(table.prompts_in("test")[:3]):
+        descs = [env.descriptors[table.models[m]] for m in np.flatnonzero(table.available[prompt])]
+        for knob in (0.0, 0.1, 0.1 + j):
+            calls.append(RouteCall(env.query(int(prompt)), descs, knob))
+    first = calls[0]
+    calls.append(RouteCall(first.query, first.candidates, 0.1, [Attempt(first.candidates[0].id, "The answer is 4.", 0.001)]))
+    ref = [plain.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    one = [fused.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    batch = fused.decide_batch(calls)
+    head, _ = fused.split_ids(first.query, fused._view(first.query, first.candidates, 0.1, ())[0], 0.1, (), fused._view(first.query, first.candidates, 0.1, ())[1])
+    assert fused.tokenizer.decode(head).endswith("knob 0.1, calls 2\n")  # the knob line is cached
+    for got in (one, batch):
+        for a, b in zip(got, ref):
+            assert (a.action, a.model_id) == (b.action, b.model_id)
+            assert max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4
+    with pytest.raises(ValueError, match="engine"):
+        PolicyConfig(mode="fast", engine="fused", dtype="int8")
+    with pytest.raises(ValueError, match="engine"):
+        PolicyConfig(mode="fast", engine="onnx")

@@ -172,3 +172,29 @@ def test_reward_funcs_return_terms_and_log_stats():
     assert logged["episode/cost_per_1k"] == pytest.approx(1.0)
     assert (logged["route/pos_1"], logged["route/pos_2"], logged["route/pos_3"]) == (0.5, 0.0, 0.5)
     assert (logged["route/model/a"], logged["route/model/b"], logged["route/model/c"]) == (0.5, 0.0, 0.5)
+
+
+def test_gain_escalation_escalates_only_when_the_next_call_pays(env):
+    """``escalation="gain"``: an escalation is labelled only where the next candidate's recorded
+    score gain exceeds the knob times its cost; ``wrong`` escalates after every wrong answer
+    (when value is left), so ``gain`` escalates on a subset of the episodes ``wrong`` does."""
+    rng = np.random.default_rng(5)
+    counts = {"wrong": 0, "gain": 0}
+    for _ in range(60):
+        ep = env.sample_episode(rng)
+        runs = {}
+        for rule in ("wrong", "gain"):
+            played = fresh(ep)
+            trajectory(played, "descriptor", think=False, escalation=rule)
+            runs[rule] = played.calls
+            counts[rule] += len(played.calls) > 1
+        if len(runs["gain"]) > 1:
+            first, second = runs["gain"][:2]
+            assert runs["wrong"][:2] == [first, second]
+            assert ep.scores[second] - ep.scores[first] > ep.spec.knob * USD_SCALE * ep.costs[second]
+        elif len(runs["wrong"]) > 1:
+            first, second = runs["wrong"][:2]
+            assert ep.scores[second] - ep.scores[first] <= ep.spec.knob * USD_SCALE * ep.costs[second]
+    assert 0 < counts["gain"] < counts["wrong"]
+    with pytest.raises(ValueError, match="escalation"):
+        trajectory(fresh(ep), "descriptor", think=False, escalation="always")

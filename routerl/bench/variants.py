@@ -19,6 +19,7 @@ length, not a style the checkpoint was trained on).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -83,6 +84,7 @@ def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=p
         }
         results.append(row)
         del router
+        gc.collect()  # the next variant loads its model into a clean heap
     base = results[0]["p50_ms"]
     out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process")
     out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff | cached prefix tokens | tokens run per request (first calls, mean) |")

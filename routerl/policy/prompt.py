@@ -28,6 +28,17 @@ Shortlist mode (``evidence``: per-query accuracy estimates of the shown candidat
       [2] 86 0.064
       Q: <query text, long ones cut in the middle>
 
+* ``dense``: the compact layout with fewer tokens per candidate line (8 instead of 12 or 13:
+  SmolLM2 writes every digit as a token)::
+
+      knob 0.1, calls 2
+      1 95 .18             <- candidate number, estimated accuracy in %, estimated $ per 1k queries
+      2 86 .064
+
+In ``compact`` and ``dense`` the first line of the user message (knob and call limit) does not
+depend on the query either, so ``split_prompt`` ends the cached prefix after it: a request runs
+only its candidate lines and its query.
+
 The transcript is exactly the token stream a multi-round training rollout produces (the policy's
 action, then the environment's ``<info>`` block), so the policy reads the same text in training and
 in serving: both write the ``<info>`` block with ``routerl.env.actions.info_block``.
@@ -75,7 +86,18 @@ SYSTEM_TEXT_COMPACT = (
     "route to another, within the calls allowed."
 )
 
-PROMPT_STYLES = ("verbose", "compact")
+SYSTEM_TEXT_DENSE = (
+    "You route a query to one of the candidate models. Each line k a c shows candidate k's "
+    "estimated accuracy a on this query, in % (from its results on similar sample prompts), and "
+    "its estimated cost c in $ per 1k queries like this one.\n"
+    "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
+    "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
+    "candidate k; its answer comes back in <info>...</info>; then <accept/> it if it looks right or "
+    "route to another, within the calls allowed."
+)
+
+PROMPT_STYLES = ("verbose", "compact", "dense")
+HEADER_STYLES = ("compact", "dense")  # styles whose user message starts with the query-independent knob line
 
 
 def check_style(style: str, field: str = "prompt_style") -> None:
@@ -88,7 +110,7 @@ def system_text(evidence: bool, style: str = "verbose") -> str:
     check_style(style)
     if not evidence:
         return SYSTEM_TEXT
-    return SYSTEM_TEXT_COMPACT if style == "compact" else SYSTEM_TEXT_EVIDENCE
+    return {"compact": SYSTEM_TEXT_COMPACT, "dense": SYSTEM_TEXT_DENSE}.get(style, SYSTEM_TEXT_EVIDENCE)
 
 
 def _cut(text: str, max_chars: int) -> str:
@@ -134,13 +156,25 @@ def evidence_block(candidates: Sequence[ModelDescriptor], estimates: Sequence[fl
     return "\n".join(lines)
 
 
-def compact_user_text(query: Query, candidates: Sequence[ModelDescriptor], knob: float, max_rounds: int, max_query_chars: int, evidence: Sequence[float]) -> str:
-    """Shortlist mode, ``compact`` style: knob and call limit, one ``[k] accuracy% cost`` line per
-    candidate, then the query."""
-    lines = [f"knob {knob:g}, calls {max_rounds}"]
+def header_line(knob: float, max_rounds: int) -> str:
+    """The first line of a ``compact`` or ``dense`` user message (query-independent)."""
+    return f"knob {knob:g}, calls {max_rounds}"
+
+
+def compact_user_text(
+    query: Query, candidates: Sequence[ModelDescriptor], knob: float, max_rounds: int, max_query_chars: int, evidence: Sequence[float], style: str = "compact"
+) -> str:
+    """Shortlist mode, ``compact`` or ``dense`` style: knob and call limit, one line per candidate
+    (``[k] accuracy% cost``; dense: ``k accuracy% cost`` with the cost's leading ``0`` dropped),
+    then the query."""
+    lines = [header_line(knob, max_rounds)]
     for k, (c, est) in enumerate(zip(candidates, evidence)):
         cost = format_usd_per_1k(c.estimate_cost_usd(query.tokens)).lstrip("$")
-        lines.append(f"[{k + 1}] {100 * min(max(float(est), 0.0), 1.0):.0f} {cost}")
+        acc = f"{100 * min(max(float(est), 0.0), 1.0):.0f}"
+        if style == "dense":
+            lines.append(f"{k + 1} {acc} {cost[1:] if cost.startswith('0.') else cost}")
+        else:
+            lines.append(f"[{k + 1}] {acc} {cost}")
     lines.append(f"Q: {_cut(query.text.strip(), max_query_chars)}")
     return "\n".join(lines)
 
@@ -156,12 +190,12 @@ def user_text(
 ) -> str:
     """The user message: candidates first, then the query, its cost estimates, the knob and the call
     limit; with ``evidence`` (shortlist mode) the query first, then the candidates with their
-    per-query estimates (``style`` ``compact``: ``compact_user_text``)."""
+    per-query estimates (``style`` ``compact`` or ``dense``: ``compact_user_text``)."""
     check_style(style)
     if evidence is not None and len(evidence) != len(candidates):
         raise ValueError(f"evidence has {len(evidence)} estimates for {len(candidates)} candidates")
-    if evidence is not None and style == "compact":
-        return compact_user_text(query, candidates, knob, max_rounds, max_query_chars, evidence)
+    if evidence is not None and style in HEADER_STYLES:
+        return compact_user_text(query, candidates, knob, max_rounds, max_query_chars, evidence, style)
     tokens = query.tokens
     domain = f"{query.domain}, " if query.domain else ""
     query_line = f"Query ({domain}{tokens:.0f} tokens): {_cut(query.text.strip(), max_query_chars)}"
@@ -225,15 +259,22 @@ def render_prompt(
     return head + transcript(candidates, attempts, max_info_chars)
 
 
-def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str, evidence: bool = False) -> int:
+def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str, evidence: bool = False, style: str = "verbose") -> int:
     """Character length of the cacheable prefix of a ``render_prompt`` text: everything up to and
     including the candidate block (system text, template tokens, candidates); with ``evidence``
-    (shortlist mode, where the candidate block depends on the query) the system message only."""
+    (shortlist mode, where the candidate block depends on the query) the system message only, and
+    in the ``compact`` and ``dense`` styles the knob line after it (``header_line``)."""
     start = text.find("<|im_start|>user\n")
     if evidence:
         if start < 0:
             raise ValueError("prompt has no user message")
-        return start + len("<|im_start|>user\n")
+        end = start + len("<|im_start|>user\n")
+        if style in HEADER_STYLES:
+            line = text.find("\n", end)
+            if line < 0:
+                raise ValueError("prompt has no knob line")
+            end = line + 1
+        return end
     block = candidate_block(candidates)
     i = text.find(block, max(start, 0))
     if start < 0 or i < 0:

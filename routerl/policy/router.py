@@ -19,6 +19,7 @@ candidates already called (other than the accepted one) get 0.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +47,7 @@ ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "policy"
 MODES = ("think", "fast")
 DTYPES = ("float32", "bfloat16", "int8")
 ACTION_SCORING = ("full", "prefix")
+ENGINES = ("hf", "fused")
 
 
 @dataclass
@@ -66,7 +68,9 @@ class PolicyConfig:
         cache_entries: bound of that LRU.
         dtype: weights for serving: ``float32``, ``bfloat16`` or ``int8`` (dynamic int8
             quantization of the Linear layers, CPU only). Applied when the router is built.
-        threads: ``torch.set_num_threads`` when the router is built (0 = leave as is).
+        threads: OpenMP threads of the thread that runs the forward passes: set when the router is
+            built (0 = leave as is) and, in the server, by ``start_worker`` in the batch worker
+            thread (0 = every core).
         max_query_tokens: fast mode: cut the query to a head + tail budget of this many tokens
             (0 = no token cut; ``max_query_chars`` still applies).
         shortlist: 0, or show the policy only this many candidates, chosen by the router's
@@ -74,11 +78,15 @@ class PolicyConfig:
             set from the checkpoint's ``env.shortlist``); only the system message is cached then.
         shortlist_order: display order of the shortlist (the checkpoint's ``env.shortlist_order``;
             ``random``, which shuffles in training only, is served cheapest first).
-        prompt_style: shortlist mode's prompt text, ``verbose`` or ``compact`` (the same numbers in
-            about 90 tokens instead of 150 for a short query: ``routerl.policy.prompt``); must be the one trained on.
+        prompt_style: shortlist mode's prompt text, ``verbose``, ``compact`` (the same numbers in
+            about 90 tokens instead of 150 for a short query) or ``dense`` (fewer tokens per
+            candidate line): ``routerl.policy.prompt``; must be the one trained on.
         action_scoring: fast mode: ``full`` scores each action's whole text; ``prefix`` scores it up
             to its first distinguishing token (``<route>3``, ``<accept``; ``distinguishing_prefixes``),
             leaving out the closing tags: fewer positions per request, slightly different numbers.
+        engine: fast mode's cached scoring passes: ``hf`` (the ``transformers`` forward) or
+            ``fused`` (``routerl.policy.fused``: the same numbers with fused projections, Llama
+            models in float32 or bfloat16). The uncached path (``cache: false``) always runs ``hf``.
     """
 
     mode: str = "think"
@@ -96,6 +104,7 @@ class PolicyConfig:
     shortlist_order: str = "random"
     prompt_style: str = "verbose"
     action_scoring: str = "full"
+    engine: str = "hf"
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
@@ -110,6 +119,10 @@ class PolicyConfig:
         P.check_style(self.prompt_style)
         if self.action_scoring not in ACTION_SCORING:
             raise ValueError(f"field 'action_scoring': must be one of {', '.join(ACTION_SCORING)}, got {self.action_scoring!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"field 'engine': must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "fused" and self.dtype == "int8":
+            raise ValueError("field 'engine': fused runs float32 or bfloat16 weights, not int8")
         if self.prompt_style != "verbose" and not self.shortlist:
             raise ValueError(f"field 'prompt_style': {self.prompt_style!r} needs shortlist mode (shortlist > 0)")
         if self.mode not in MODES:
@@ -133,14 +146,37 @@ class PolicyRouter(Router):
         if self.config.shortlist and evidence is None:
             raise ValueError("field 'shortlist': shortlist mode needs an evidence router (a checkpoint with evidence.npz)")
         self.evidence = evidence
-        if self.config.threads:
+        if self.config.threads:  # in-process use; the server's batch worker sets its own (start_worker)
             torch.set_num_threads(self.config.threads)
         self.model = _serving_dtype(model.eval(), self.config.dtype)
+        self.scorer = self.model  # what runs the cached fast-mode passes
+        if self.config.engine == "fused":
+            from routerl.policy.fused import FusedLlama, supports
+
+            if not supports(self.model):
+                raise ValueError(f"field 'engine': fused needs a Llama model without biases, got {type(self.model).__name__}")
+            self.scorer = FusedLlama(self.model)
         self.tokenizer = tokenizer
         self.prefix_cache = PrefixCache(self.config.cache_entries)
         self._conts: dict[str, list[int]] = {}
+        self._system_tokens: int | None = None
         self.name = name
         self.max_rounds = self.config.max_rounds
+
+    def start_worker(self) -> None:
+        """Run this router's forward passes from the calling thread (the server's batch worker):
+        it gets ``threads`` (default: every core) OpenMP threads. With OpenMP's thread count
+        being per calling thread, ``routerl serve`` keeps its main thread (startup only) at one
+        thread: when a second thread team exists, libgomp's workers stop spinning between
+        parallel regions (more managed threads than cores) and each of the ~1000 regions of a
+        forward pays a wake-up; measured here: 126 ms per decision from a worker thread against
+        94 ms with the main thread kept at one thread (same requests, in process). Nothing may
+        call ``torch.set_num_threads`` after this: torch keeps the last value for every thread
+        whose first parallel region is still to come, this one included."""
+        torch.set_num_threads(self.config.threads or compute_cores())
+        load = getattr(getattr(self.evidence, "embedder", None), "load", None)
+        if callable(load):  # the query embedder's model, here rather than on the first new query (~1 s)
+            load()
 
     # -- prompt --------------------------------------------------------------------------------
     def prompt_ids(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = (), evidence=None) -> list[int]:
@@ -276,11 +312,17 @@ class PolicyRouter(Router):
                 continue
             options = action_options(len(shown), called, bool(c.attempts))
             head, suffix = self.split_ids(c.query, shown, c.knob, c.attempts, estimates)
-            groups.setdefault(tuple(head), []).append((i, c, shown, rest, options, suffix))
-        for head, members in groups.items():
-            state = self.prefix_cache.get(self.model, list(head)) if head else None
-            items = [(suffix, self._conts_of(options)) for *_, options, suffix in members]
-            for (i, c, shown, rest, options, _), logp in zip(members, packed_logprobs_many(self.model, state, items)):
+            base = self._base_len(head)
+            groups.setdefault(tuple(head[:base] if base else head), []).append((i, c, shown, rest, options, head, suffix))
+        for key, members in groups.items():
+            heads = {tuple(m[5]) for m in members}
+            if len(heads) == 1:  # one knob line (or none): run after its cached state
+                state = self._prefix_state(members[0][5]) if key else None
+                items = [(suffix, self._conts_of(options)) for *_, options, _, suffix in members]
+            else:  # several knob lines: run each after the shared system message
+                state = self.prefix_cache.get(self.scorer, list(key))
+                items = [(head[len(key) :] + suffix, self._conts_of(options)) for *_, options, head, suffix in members]
+            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items)):
                 out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
         return out
 
@@ -293,14 +335,34 @@ class PolicyRouter(Router):
 
     def split_ids(self, query, candidates, knob, attempts, evidence=None) -> tuple[list[int], list[int]]:
         """``(cached prefix ids, the rest)`` of ``prompt_ids``: the prefix is the query-independent
-        head (``P.split_prompt``; shortlist mode: the system message), or empty when the tokenizer
-        merged tokens across the boundary (that prompt then runs uncached)."""
+        head (``P.split_prompt``; shortlist mode: the system message, plus the knob line in the
+        ``compact`` and ``dense`` styles), or empty when the tokenizer merged tokens across the
+        boundary (that prompt then runs uncached)."""
         text = self.prompt_text(query, candidates, knob, attempts, evidence)
         ids = P.encode(self.tokenizer, text)
-        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text, evidence is not None)])
+        head = P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, candidates, text, evidence is not None, self.config.prompt_style)])
         if 0 < len(head) < len(ids) and ids[: len(head)] == head:
             return head, ids[len(head) :]
         return [], ids
+
+    def _prefix_state(self, head: Sequence[int]):
+        """The cached state after ``head``. A miss on a prefix that ends with the knob line (a knob
+        not seen yet) runs only that line after the cached system message (``PrefixCache.get``'s
+        ``base``)."""
+        return self.prefix_cache.get(self.scorer, head, base=self._base_len(head))
+
+    def _base_len(self, head: Sequence[int]) -> int:
+        """Tokens of ``head`` before its knob line (0: it has none)."""
+        base = self._system_len() if self.config.shortlist and self.config.prompt_style in P.HEADER_STYLES else 0
+        return base if 0 < base < len(head) else 0
+
+    def _system_len(self) -> int:
+        """Tokens of the system message and the user header (``<|im_start|>user\\n``), which every
+        shortlist prompt starts with."""
+        if self._system_tokens is None:
+            text = P.render_prompt(self.tokenizer, Query(text="x"), [], 0.0, evidence=[], style=self.config.prompt_style)
+            self._system_tokens = len(P.encode(self.tokenizer, text[: text.find("<|im_start|>user\n") + len("<|im_start|>user\n")]))
+        return self._system_tokens
 
     def fast_probs(self, query, candidates, knob, attempts, options, evidence=None) -> torch.Tensor:
         """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
@@ -308,8 +370,8 @@ class PolicyRouter(Router):
         After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``).
         In shortlist mode (``evidence``) the cached prefix is the system message."""
         head, suffix = self.split_ids(query, candidates, knob, attempts, evidence)
-        state = self.prefix_cache.get(self.model, head) if head else None
-        logp = packed_logprobs(self.model, state, suffix, self._conts_of(options))
+        state = self._prefix_state(head) if head else None
+        logp = packed_logprobs(self.scorer, state, suffix, self._conts_of(options))
         return torch.softmax(logp, dim=-1)
 
     def _conts_of(self, options) -> list[list[int]]:
@@ -347,6 +409,14 @@ class PolicyRouter(Router):
         return Decision(
             "route", chosen.id, order, think=think, est_cost_usd=float(chosen.estimate_cost_usd(query.tokens)), router=self.name
         )
+
+
+def compute_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _with_rest(decision: Decision, rest: Sequence[str]) -> Decision:

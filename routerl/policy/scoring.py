@@ -392,8 +392,9 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, model, ids: Sequence[int]) -> ContextState:
-        """The state after ``ids`` (computed on a miss; two threads missing together both compute)."""
+    def get(self, model, ids: Sequence[int], base: int = 0) -> ContextState:
+        """The state after ``ids`` (computed on a miss; two threads missing together both compute).
+        ``base`` > 0: on a miss, run only ``ids[base:]`` after the (cached) state of ``ids[:base]``."""
         k = self.key(ids)
         with self._lock:
             state = self._items.get(k)
@@ -402,7 +403,10 @@ class PrefixCache:
                 self.hits += 1
                 return state
             self.misses += 1
-        state = run_context(model, ids)
+        if 0 < base < len(ids):
+            state = run_context(model, ids[base:], self.get(model, ids[:base]))
+        else:
+            state = run_context(model, ids)
         with self._lock:
             self._items[k] = state
             self._items.move_to_end(k)

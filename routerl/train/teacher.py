@@ -5,6 +5,10 @@
   else its overall score). After an answer, it accepts a correct answer and escalates from a wrong
   one to the best remaining candidate when that still has positive utility (correctness comes
   from the train prompt's recorded score: a supervised label, as a verifier would learn).
+  With ``escalation="gain"`` it escalates only when that pays on the recorded outcomes: the next
+  candidate's true score minus the last one's exceeds ``knob * 1000 * cost`` of the extra call (a
+  wrong answer that the next model would get wrong too, or whose fix costs more than the knob
+  allows, is accepted): the label a policy should learn when escalations must pay for themselves.
 * ``oracle``: the cost-aware oracle on true scores and costs (train prompts only): routes to
   ``argmax score - knob * 1000 * cost`` (ties: cheaper) and accepts its answer.
 
@@ -22,6 +26,7 @@ from routerl.env.actions import format_accept, format_route
 from routerl.routers.base import USD_SCALE
 
 TEACHERS = ("descriptor", "oracle")
+ESCALATIONS = ("wrong", "gain")  # descriptor teacher: escalate after any wrong answer | only when it pays
 
 
 def expected_scores(episode: Episode) -> np.ndarray:
@@ -68,8 +73,11 @@ def first_choice(episode: Episode, teacher: str) -> tuple[int, str]:
     return k, _rationale(episode, k, exp[k], est[k])
 
 
-def next_choice(episode: Episode, teacher: str) -> tuple[int | None, str]:
-    """After a call: ``(position, rationale)`` to escalate, or ``(None, rationale)`` to accept."""
+def next_choice(episode: Episode, teacher: str, escalation: str = "wrong") -> tuple[int | None, str]:
+    """After a call: ``(position, rationale)`` to escalate, or ``(None, rationale)`` to accept
+    (``escalation``: ``ESCALATIONS``, see the module docstring)."""
+    if escalation not in ESCALATIONS:
+        raise ValueError(f"unknown escalation {escalation!r}; expected one of {', '.join(ESCALATIONS)}")
     last = episode.calls[-1]
     if teacher == "oracle" or episode.scores[last] >= 0.5:
         return None, f"[{last + 1}] answered; keep it"
@@ -82,10 +90,12 @@ def next_choice(episode: Episode, teacher: str) -> tuple[int | None, str]:
     k = _best(u, est, left)
     if u[k] <= 0:
         return None, f"[{last + 1}] may be wrong; no better value left"
+    if escalation == "gain" and episode.scores[k] - episode.scores[last] <= knob * USD_SCALE * episode.costs[k]:
+        return None, f"[{last + 1}] may be wrong; another call would not pay"
     return k, f"[{last + 1}] may be wrong; " + _rationale(episode, k, exp[k], est[k]).split(": ", 1)[1]
 
 
-def trajectory(episode: Episode, teacher: str, think: bool) -> list[str]:
+def trajectory(episode: Episode, teacher: str, think: bool, escalation: str = "wrong") -> list[str]:
     """Play the teacher through ``episode`` (which it mutates); ``[turn, info, turn, ...]``."""
     texts: list[str] = []
     k, why = first_choice(episode, teacher)
@@ -96,4 +106,4 @@ def trajectory(episode: Episode, teacher: str, think: bool) -> list[str]:
         if result.done:
             return texts
         texts.append(result.info or "")
-        k, why = next_choice(episode, teacher)
+        k, why = next_choice(episode, teacher, escalation)
