@@ -31,8 +31,10 @@ def test_shipped_policy_loads_in_shortlist_mode(router):
     assert router.name == "policy" and router.config.mode == "fast"
     assert router.config.shortlist == 4 and router.config.shortlist_order == "value"
     assert router.max_rounds == 2 and router.evidence is not None and len(router.evidence.index) > 1000
-    # served as measured in docs/results.md: compact prompt, bfloat16 weights, prefix action scoring
-    assert (router.config.prompt_style, router.config.dtype, router.config.action_scoring) == ("compact", "bfloat16", "prefix")
+    # served as measured in docs/results.md: dense prompt, bfloat16 weights, prefix action scoring, fused forward
+    assert (router.config.prompt_style, router.config.dtype, router.config.action_scoring, router.config.engine) == (
+        "dense", "bfloat16", "prefix", "fused"
+    )  # fmt: skip
 
 
 def test_shipped_policy_routes_over_the_default_catalog(router):
