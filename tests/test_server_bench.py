@@ -3,6 +3,8 @@ against an in-process server."""
 
 from __future__ import annotations
 
+import pytest
+
 from test_server_service import start
 
 from routerl.bench.service import LevelResult, VariantResult, format_report, measure_level, median_result, percentile
@@ -50,3 +52,8 @@ def test_variants_bench_compares_serving_settings_of_one_policy():
     assert any(line.startswith("| mode=fast,cache=False |") for line in lines)
     assert all(r["prefix_tokens"] > 0 and r["request_tokens"] > 0 for r in rows)
     assert main(["--variant", "dtype"]) == 2 and main(["--checkpoint", "tiny", "--variant", "dtype=int4"]) == 2
+    # decisions in a worker thread (the server's arrangement) decide alike
+    worker = run("tiny", [{"mode": "fast"}], rounds=1, out=lines.append, threading_mode="worker-two-teams")
+    assert worker[0]["n"] == n and lines[-1].startswith("| mode=fast |") and "worker thread" in lines[-4]
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", "tiny", "--thread", "elsewhere"])

@@ -3,6 +3,7 @@
     python -m routerl.bench.variants                                   # the shipped policy's settings
     python -m routerl.bench.variants --variant dtype=float32,action_scoring=full --variant dtype=int8
     python -m routerl.bench.variants --checkpoint runs/policy_smollm2/final --rounds 3
+    python -m routerl.bench.variants --variant engine=fused --thread worker   # as routerl serve runs it
 
 Each variant is a set of ``PolicyConfig`` overrides of the same checkpoint (default: the shipped
 policy). Every variant decides the same requests: the 24 queries of ``routerl bench`` x knobs 0,
@@ -47,15 +48,51 @@ def requests():
     return pool, [(Query(text=t, domain=d), k) for t, d in QUERIES for k in KNOBS]
 
 
-def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=print) -> list[dict]:
+THREADINGS = ("main", "worker", "worker-two-teams")
+
+
+def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=print, threading_mode: str = "main") -> list[dict]:
+    """``threading_mode``: ``main`` decides in the main thread; ``worker`` as ``routerl serve``
+    does (the main thread, which loads, at one OpenMP thread; decisions in a worker thread after
+    ``start_worker``); ``worker-two-teams`` the same worker with the main thread at torch's
+    default thread count (a second OpenMP team: what the server did before ``start_worker``)."""
+    import threading
+
+    import torch
+
+    if threading_mode not in THREADINGS:
+        raise ValueError(f"--thread must be one of {', '.join(THREADINGS)}, got {threading_mode!r}")
+    if threading_mode == "worker":
+        torch.set_num_threads(1)
+    results: list[dict] = []
+    if threading_mode == "main":
+        return _run(checkpoint, variants, rounds, out, results)
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            _run(checkpoint, variants, rounds, out, results, in_worker=True)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, name="bench-worker")
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    return results
+
+
+def _run(checkpoint, variants, rounds, out, results, in_worker: bool = False) -> list[dict]:
     from routerl.policy.router import load_policy_router
     from routerl.routers.base import Attempt
 
     pool, calls = requests()
     ref: list | None = None  # the first variant's decisions: first calls, then second rounds
-    results = []
     for opts in variants:
         router = load_policy_router(checkpoint, **opts)
+        if in_worker:
+            router.start_worker()
         times, decisions = [], []
         for _ in range(rounds):  # the first pass embeds every query for the first time
             decisions = []
@@ -86,7 +123,8 @@ def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=p
         del router
         gc.collect()  # the next variant loads its model into a clean heap
     base = results[0]["p50_ms"]
-    out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process")
+    out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process"
+        + (" (decisions in a worker thread)" if in_worker else ""))
     out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff | cached prefix tokens | tokens run per request (first calls, mean) |")
     out("|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -102,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="adapter directory (default: the shipped policy)")
     parser.add_argument("--variant", action="append", default=[], metavar="K=V[,K=V]", help="PolicyConfig overrides (repeatable; the first is the reference)")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the first calls (default 2)")
+    parser.add_argument("--thread", default="main", choices=THREADINGS, help="where decisions run (default main; worker = as routerl serve)")
     args = parser.parse_args(argv)
     from routerl.cli import CliError
 
@@ -109,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
         if args.rounds < 1:
             raise ValueError("--rounds must be at least 1")
-        run(args.checkpoint, variants, args.rounds)
+        run(args.checkpoint, variants, args.rounds, threading_mode=args.thread)
     except (ValueError, FileNotFoundError, CliError) as exc:
         print(f"routerl.bench.variants: error: {exc}", file=sys.stderr)
         return 2

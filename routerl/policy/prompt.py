@@ -76,25 +76,21 @@ SYSTEM_TEXT_EVIDENCE = (
 )
 
 
-SYSTEM_TEXT_COMPACT = (
-    "You route a query to one of the candidate models. Each line [k] a c shows candidate k's "
-    "estimated accuracy a on this query, in % (from its results on similar sample prompts), and "
-    "its estimated cost c in $ per 1k queries like this one.\n"
-    "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
-    "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
-    "candidate k; its answer comes back in <info>...</info>; then <accept/> it if it looks right or "
-    "route to another, within the calls allowed."
-)
+def _line_system_text(line: str) -> str:
+    """The system message of the one-line-per-candidate styles, whose lines read ``line``."""
+    return (
+        f"You route a query to one of the candidate models. Each line {line} shows candidate k's "
+        "estimated accuracy a on this query, in % (from its results on similar sample prompts), and "
+        "its estimated cost c in $ per 1k queries like this one.\n"
+        "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
+        "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
+        "candidate k; its answer comes back in <info>...</info>; then <accept/> it if it looks right or "
+        "route to another, within the calls allowed."
+    )
 
-SYSTEM_TEXT_DENSE = (
-    "You route a query to one of the candidate models. Each line k a c shows candidate k's "
-    "estimated accuracy a on this query, in % (from its results on similar sample prompts), and "
-    "its estimated cost c in $ per 1k queries like this one.\n"
-    "Pick the best expected accuracy minus knob x cost (knob 0: best quality at any cost).\n"
-    "Reply: optional brief reasoning in <think>...</think>, then one action: <route>k</route> calls "
-    "candidate k; its answer comes back in <info>...</info>; then <accept/> it if it looks right or "
-    "route to another, within the calls allowed."
-)
+
+SYSTEM_TEXT_COMPACT = _line_system_text("[k] a c")
+SYSTEM_TEXT_DENSE = _line_system_text("k a c")
 
 PROMPT_STYLES = ("verbose", "compact", "dense")
 HEADER_STYLES = ("compact", "dense")  # styles whose user message starts with the query-independent knob line

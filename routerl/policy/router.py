@@ -315,9 +315,9 @@ class PolicyRouter(Router):
             base = self._base_len(head)
             groups.setdefault(tuple(head[:base] if base else head), []).append((i, c, shown, rest, options, head, suffix))
         for key, members in groups.items():
-            heads = {tuple(m[5]) for m in members}
+            heads = {tuple(head) for *_, head, _ in members}
             if len(heads) == 1:  # one knob line (or none): run after its cached state
-                state = self._prefix_state(members[0][5]) if key else None
+                state = self._prefix_state(list(heads.pop())) if key else None
                 items = [(suffix, self._conts_of(options)) for *_, options, _, suffix in members]
             else:  # several knob lines: run each after the shared system message
                 state = self.prefix_cache.get(self.scorer, list(key))
