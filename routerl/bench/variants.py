@@ -52,59 +52,54 @@ THREADINGS = ("main", "worker", "worker-two-teams")
 
 
 def run(checkpoint: str | None, variants: Sequence[dict], rounds: int = 2, out=print, threading_mode: str = "main") -> list[dict]:
-    """``threading_mode``: ``main`` decides in the main thread; ``worker`` as ``routerl serve``
-    does (the main thread, which loads, at one OpenMP thread; decisions in a worker thread after
-    ``start_worker``); ``worker-two-teams`` the same worker with the main thread at torch's
-    default thread count (a second OpenMP team: what the server did before ``start_worker``)."""
-    import threading
+    """``threading_mode``: ``main`` loads and decides in the main thread; ``worker`` as
+    ``routerl serve`` does (the main thread, at one OpenMP thread, loads; a worker thread calls
+    ``start_worker`` and decides); ``worker-two-teams`` the same with the main thread loading at
+    torch's default thread count, so that two OpenMP teams exist (the server before
+    ``start_worker``)."""
+    from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     if threading_mode not in THREADINGS:
         raise ValueError(f"--thread must be one of {', '.join(THREADINGS)}, got {threading_mode!r}")
+    if threading_mode == "main":
+        return _run(checkpoint, variants, rounds, out, lambda fn: fn())
     if threading_mode == "worker":
         torch.set_num_threads(1)
-    results: list[dict] = []
-    if threading_mode == "main":
-        return _run(checkpoint, variants, rounds, out, results)
-    failure: list[BaseException] = []
-
-    def work():
-        try:
-            _run(checkpoint, variants, rounds, out, results, in_worker=True)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            failure.append(exc)
-
-    worker = threading.Thread(target=work, name="bench-worker")
-    worker.start()
-    worker.join()
-    if failure:
-        raise failure[0]
-    return results
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-worker") as worker:
+        return _run(checkpoint, variants, rounds, out, lambda fn: worker.submit(fn).result(), in_worker=True)
 
 
-def _run(checkpoint, variants, rounds, out, results, in_worker: bool = False) -> list[dict]:
+def _run(checkpoint, variants, rounds, out, in_thread, in_worker: bool = False) -> list[dict]:
+    """``in_thread(fn)`` runs ``fn`` where the decisions are made (and returns its result)."""
     from routerl.policy.router import load_policy_router
     from routerl.routers.base import Attempt
 
     pool, calls = requests()
     ref: list | None = None  # the first variant's decisions: first calls, then second rounds
+    results: list[dict] = []
     for opts in variants:
         router = load_policy_router(checkpoint, **opts)
         if in_worker:
-            router.start_worker()
-        times, decisions = [], []
-        for _ in range(rounds):  # the first pass embeds every query for the first time
-            decisions = []
-            for query, knob in calls:
+            in_thread(router.start_worker)
+
+        def decide_all(router=router, first_calls=ref):
+            times, decisions = [], []
+            for _ in range(rounds):  # the first pass embeds every query for the first time
+                decisions = []
+                for query, knob in calls:
+                    t = time.perf_counter()
+                    decisions.append(router.decide(query, pool, knob))
+                    times.append(time.perf_counter() - t)
+            firsts = (first_calls or decisions)[: len(calls)]
+            for (query, knob), first in zip(calls, firsts):
                 t = time.perf_counter()
-                decisions.append(router.decide(query, pool, knob))
+                decisions.append(router.decide(query, pool, knob, [Attempt(first.model_id, "The answer is 4.", 0.001)]))
                 times.append(time.perf_counter() - t)
-        firsts = (ref or decisions)[: len(calls)]
-        for (query, knob), first in zip(calls, firsts):
-            t = time.perf_counter()
-            decisions.append(router.decide(query, pool, knob, [Attempt(first.model_id, "The answer is 4.", 0.001)]))
-            times.append(time.perf_counter() - t)
+            return times, decisions
+
+        times, decisions = in_thread(decide_all)
         if ref is None:
             ref = decisions
         same = sum((a.action, a.model_id) == (b.action, b.model_id) for a, b in zip(decisions, ref))
