@@ -165,14 +165,15 @@ class PolicyRouter(Router):
 
     def start_worker(self) -> None:
         """Run this router's forward passes from the calling thread (the server's batch worker):
-        it gets ``threads`` (default: every core) OpenMP threads. With OpenMP's thread count
-        being per calling thread, ``routerl serve`` keeps its main thread (startup only) at one
-        thread: when a second thread team exists, libgomp's workers stop spinning between
+        it gets ``threads`` (default: every core) OpenMP threads and the query embedder is loaded.
+        OpenMP thread counts are per calling thread, and ``routerl serve`` loads in its main
+        thread with one thread: with a second team of 2, libgomp's workers stop spinning between
         parallel regions (more managed threads than cores) and each of the ~1000 regions of a
-        forward pays a wake-up; measured here: 126 ms per decision from a worker thread against
-        94 ms with the main thread kept at one thread (same requests, in process). Nothing may
-        call ``torch.set_num_threads`` after this: torch keeps the last value for every thread
-        whose first parallel region is still to come, this one included."""
+        forward pays a wake-up (``python -m routerl.bench.variants --thread worker`` against
+        ``--thread worker-two-teams``: p50 89-94 against 156 ms here). torch applies its last
+        ``set_num_threads`` value to a thread at that thread's first parallel region, so this
+        thread initialises itself first, then sets its own count."""
+        torch.get_num_threads()  # torch's per-thread initialisation, now: later changes elsewhere leave this thread alone
         torch.set_num_threads(self.config.threads or compute_cores())
         load = getattr(getattr(self.evidence, "embedder", None), "load", None)
         if callable(load):  # the query embedder's model, here rather than on the first new query (~1 s)

@@ -240,14 +240,19 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     restore_access_log = configure_access_log(config.access_log)
     # The main thread only loads the router: one OpenMP thread, so that it never starts a second
     # thread team beside the batch worker's (``PolicyRouter.start_worker`` has the measurement).
+    # Then the default comes back for the threads started later (the RPC threads of a router
+    # without a batch worker); the main thread itself runs no torch work after start-up.
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         server = RouterServer(config)
     except BaseException:
         restore_access_log()
         raise
+    finally:
+        torch.set_num_threads(threads)
     stopping = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
