@@ -240,8 +240,7 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     restore_access_log = configure_access_log(config.access_log)
     # The main thread only loads the router: one OpenMP thread, so that it never starts a second
     # thread team beside the batch worker's (``PolicyRouter.start_worker`` has the measurement).
-    # Then the default comes back for the threads started later (the RPC threads of a router
-    # without a batch worker); the main thread itself runs no torch work after start-up.
+    # A router without a batch worker decides in the RPC threads: the default comes back for them.
     import torch
 
     threads = torch.get_num_threads()
@@ -250,8 +249,9 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
         server = RouterServer(config)
     except BaseException:
         restore_access_log()
+        torch.set_num_threads(threads)
         raise
-    finally:
+    if server.service.batcher is None:
         torch.set_num_threads(threads)
     stopping = threading.Event()
 
