@@ -5,7 +5,8 @@
                logits_to_keep=rows)   # the subset of the HF call signature the scorer uses
 
 The same arithmetic as ``transformers``' Llama (RMSNorm in float32, rotary embeddings from the
-model's own ``rotary_emb``, SDPA attention with grouped KV heads), in fewer and larger operations:
+model's own ``rotary_emb``, attention with grouped KV heads and a float32 softmax), in fewer and
+larger operations:
 
 * the q, k and v projections are one matmul per layer (``[576 -> 960]`` for SmolLM2-135M), and
   gate and up are one (``[576 -> 3072]``): 4 matmuls per layer instead of 7;
@@ -117,7 +118,6 @@ class FusedLlama:
         self.rotary = decoder.rotary_emb
         self.norm = decoder.norm.weight
         self.head = _Linear(model.get_output_embeddings().weight)  # (V, H)
-        self.config = c
         self.layers = [self._fuse(l) for l in decoder.layers]
 
     @staticmethod
@@ -170,9 +170,8 @@ class FusedLlama:
         device = self.embed.device
         if position_ids is None:
             position_ids = torch.arange(P, P + S, device=device).expand(B, S)
-        if attention_mask is None and S > 1 and P > 0:
+        if attention_mask is None and S > 1:  # causal: new row s sees the cache and new rows <= s
             attention_mask = torch.ones((S, P + S), dtype=torch.bool, device=device).tril(P)[None, None]
-        causal = attention_mask is None and S > 1
         keep = None
         if logits_to_keep is not None:
             keep = torch.arange(S - int(logits_to_keep), S, device=device) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -191,10 +190,7 @@ class FusedLlama:
             mask = attention_mask
             if i == last and keep is not None:  # only the kept rows go on
                 q, x, mask = q[:, :, keep], x[:, keep], None if mask is None else mask[:, :, keep]
-                causal = False
-                if mask is None and S > 1:
-                    mask = (torch.arange(P + S, device=device)[None, :] <= (P + keep)[:, None])[None, None]
-            a = _attend(q, k, v, mask, causal)
+            a = _attend(q, k, v, mask)
             x = x + layer.o(a.transpose(1, 2).reshape(B, q.shape[2], nq))
             gate_up = layer.gate_up(self._rms(x, layer.norm_post))
             x = x + layer.down(F.silu(gate_up[..., : self.intermediate]) * gate_up[..., self.intermediate :])
@@ -208,9 +204,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Attention of ``q`` ``(B, nh, S, hd)`` over ``k``, ``v`` ``(B, kvh, T, hd)`` with a bool
-    ``mask`` ``(B or 1, 1, S, T)`` (or ``causal``): two batched matmuls with the query heads of
+    ``mask`` ``(B or 1, 1, S, T)`` (None: every key): two batched matmuls with the query heads of
     each key/value head stacked (no repeated keys), softmax in float32. Faster than SDPA's CPU
     flash kernel for these short rows (a few dozen queries over a few hundred keys)."""
     B, nh, S, hd = q.shape
@@ -218,8 +214,6 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     g = nh // kvh
     scores = torch.matmul(q.reshape(B, kvh, g * S, hd), k.transpose(-1, -2)).view(B, kvh, g, S, T).float()
     scores.mul_(hd**-0.5)
-    if causal:
-        mask = torch.ones((S, T), dtype=torch.bool, device=q.device).tril(T - S)[None, None]
     if mask is not None:
         scores.masked_fill_(~mask[:, :, None], float("-inf"))
     probs = scores.softmax(-1).to(v.dtype).view(B, kvh, g * S, T)

@@ -362,7 +362,7 @@ class PolicyRouter(Router):
         shortlist prompt starts with."""
         if self._system_tokens is None:
             text = P.render_prompt(self.tokenizer, Query(text="x"), [], 0.0, evidence=[], style=self.config.prompt_style)
-            self._system_tokens = len(P.encode(self.tokenizer, text[: text.find("<|im_start|>user\n") + len("<|im_start|>user\n")]))
+            self._system_tokens = len(P.encode(self.tokenizer, text[: P.split_prompt(self.tokenizer, [], text, evidence=True)]))
         return self._system_tokens
 
     def fast_probs(self, query, candidates, knob, attempts, options, evidence=None) -> torch.Tensor:
