@@ -38,11 +38,11 @@ def test_default_policy_config_loads(monkeypatch, tmp_path):
     monkeypatch.setenv("ROUTERL_SHARED_DATA", str(tmp_path))
     cfg = load_config(REPO / "configs" / "policy_smollm2.yaml")
     assert cfg.model.base == "smollm2-135m-instruct" and len(cfg.data.tables) == 2
-    assert cfg.env.shortlist == 4 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "knn-probe"
-    assert cfg.policy_config.prompt_style == "dense" and cfg.policy_config.shortlist == 4 and cfg.policy_config.dtype == "bfloat16"
+    assert cfg.env.shortlist == 3 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "learned"
+    assert cfg.policy_config.prompt_style == "dense" and cfg.policy_config.shortlist == 3 and cfg.policy_config.dtype == "bfloat16"
     assert cfg.policy_config.engine == "fused" and cfg.sft.escalation == "gain"
     with pytest.raises(ValueError, match="env.evidence.router"):
-        load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: learned}"])
+        load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: cluster-probe}"])
 
 
 def test_every_field_of_the_shipped_configs_is_commented():

@@ -504,13 +504,21 @@ def load_evidence(path: str | Path):
     from routerl.routers.probe_index import ProbeIndex
 
     ev = (read_checkpoint_config(path).get("env") or {}).get("evidence") or {}
-    if ev.get("router", "knn-probe") != "knn-probe":
-        raise ValueError(f"{path}: evidence router {ev.get('router')!r} cannot be rebuilt (knn-probe only)")
-    options = {k: v for k, v in (ev.get("options") or {}).items() if k in ("k", "prior_weight")}
+    router = ev.get("router", "knn-probe")
+    if router not in ("knn-probe", "learned"):
+        raise ValueError(f"{path}: evidence router {router!r} cannot be rebuilt (knn-probe or learned)")
     name = ev.get("embedder", "minilm")
     # Serving: queries are embedded with a bounded in-memory cache and never written to disk.
     embedder = MiniLMEmbedder(persist=False, memory_entries=SERVING_EMBEDDINGS) if name == "minilm" else get_embedder(name)
-    return KnnProbeRouter(ProbeIndex.load(path / EVIDENCE_FILE), embedder, **options)
+    index = ProbeIndex.load(path / EVIDENCE_FILE)
+    if router == "learned":
+        from routerl.routers.learned_evidence import LEARNED_FILE, load_learned
+
+        if not (path / LEARNED_FILE).exists():
+            raise ValueError(f"{path}: the config names the learned evidence router but {LEARNED_FILE} is missing")
+        return load_learned(path / LEARNED_FILE, index, embedder)
+    options = {k: v for k, v in (ev.get("options") or {}).items() if k in ("k", "prior_weight")}
+    return KnnProbeRouter(index, embedder, **options)
 
 
 def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:

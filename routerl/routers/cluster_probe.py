@@ -38,6 +38,19 @@ class ProbeClusters:
         self.centroids = km.cluster_centers_.astype(np.float32)
         self._onehot = np.eye(self.n_clusters)[self.labels]  # (Np, C)
 
+    @classmethod
+    def from_arrays(cls, labels: np.ndarray, centroids: np.ndarray) -> "ProbeClusters":
+        """Clusters saved earlier: ``labels`` (Np,) of the index's prompts, ``centroids`` (C, D)."""
+        labels = np.asarray(labels, dtype=int)
+        centroids = np.asarray(centroids, dtype=np.float32)
+        if centroids.ndim != 2 or labels.ndim != 1 or (labels.size and not 0 <= labels.min() <= labels.max() < len(centroids)):
+            raise ValueError(f"cluster labels {labels.shape} do not index the centroids {centroids.shape}")
+        self = cls.__new__(cls)
+        self.n_clusters = len(centroids)
+        self.labels, self.centroids = labels, centroids
+        self._onehot = np.eye(self.n_clusters)[labels]
+        return self
+
     def assign(self, embeddings: np.ndarray) -> np.ndarray:
         """``(N,)`` nearest centroid (Euclidean) of each ``(N, D)`` embedding."""
         d2 = (embeddings**2).sum(1)[:, None] - 2 * embeddings @ self.centroids.T + (self.centroids**2).sum(1)[None, :]

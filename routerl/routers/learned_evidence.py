@@ -1,0 +1,148 @@
+"""The ``learned`` router as the policy's evidence: one regressor over every training table,
+cross-fitted for training episodes, saved as arrays beside the adapter.
+
+In shortlist mode the policy is shown, per candidate, an evidence router's estimate of its score on
+this query (``routerl.routers.shortlist``). ``env.evidence.router: learned`` makes that estimate the
+``learned`` router's (a gradient-boosted predictor over ``learned_features``: kNN and cluster
+results on probe prompts, sample scores, prices), which predicts scores better than ``knn-probe``
+alone (docs/results.md). Like every evidence router it reads only descriptors and the query, so a
+model registered at run time gets an estimate from its probe results and prices.
+
+Pooled. One probe index over all tables' probe prompts (what ``evidence.npz`` holds), one k-means
+over it (``n_clusters``, default 10 per table) and one regressor fit on every table's seen-model
+train rows, its iteration count chosen on their val rows: the router the served policy uses.
+
+Cross-fitted. Training episodes are built on train prompts, which the regressor was fit on, so its
+estimates there would be better than on any new query, and the warm start would learn to trust
+them too much. The train prompts are split into ``folds`` (seeded); a train prompt's estimate
+comes from a regressor fit without its fold. Every other query (val, test, a live request) gets
+the full regressor. Selecting by ``Query.prompt_id`` is a training-time device only: the saved
+router has the full regressor and nothing else.
+
+Saved as ``LEARNED_FILE``: the trees (``TreeEnsemble`` arrays), the clusters (labels and
+centroids), ``k``, ``k_wide`` and the feature names; no pickle, no outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from routerl.data.outcomes import OutcomeTable
+from routerl.data.splits import Splits
+from routerl.descriptors.build import build_descriptors
+from routerl.routers.base import Query
+from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
+from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_regressor, seen_model_pairs
+from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
+from routerl.routers.probe_index import ProbeIndex
+from routerl.routers.tree_ensemble import TreeEnsemble
+
+log = logging.getLogger(__name__)
+LEARNED_FILE = "learned.npz"
+EVIDENCE_OPTIONS = ("k", "k_wide", "n_clusters", "max_iter", "learning_rate", "folds")
+
+
+class CrossFitLearnedRouter(LearnedRouter):
+    """``LearnedRouter`` whose estimate for a train prompt comes from the regressor fit without
+    that prompt's fold (``fold_models[fold_of[prompt_id]]``); other queries get ``model``."""
+
+    name = "learned"
+
+    def __init__(self, index, embedder, features, model, fold_models: Sequence, fold_of: dict[str, int], info: dict | None = None):
+        super().__init__(index, embedder, features, model, info)
+        self.fold_models = list(fold_models)
+        self.fold_of = dict(fold_of)
+
+    def model_for(self, query: Query):
+        fold = self.fold_of.get(query.prompt_id) if query.prompt_id is not None else None
+        return self.model if fold is None else self.fold_models[fold]
+
+    def serving(self) -> LearnedRouter:
+        """The router serving uses: the full regressor, no folds."""
+        return LearnedRouter(self.index, self.embedder, self.features, self.model, self.info)
+
+
+def fit_pooled_evidence(
+    sources: Sequence[tuple[OutcomeTable, Splits | None]],
+    embedder,
+    *,
+    k: int = LEARNED_DEFAULTS["k"],
+    k_wide: int = LEARNED_DEFAULTS["k_wide"],
+    n_clusters: int | None = None,
+    max_iter: int = LEARNED_DEFAULTS["max_iter"],
+    learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
+    folds: int = 2,
+    seed: int = 0,
+) -> CrossFitLearnedRouter:
+    """Fit the pooled, cross-fitted evidence router on ``sources`` (table, splits) pairs: see the
+    module docstring. Reads only seen, priced models' train and val rows."""
+    if not sources:
+        raise ValueError("the learned evidence router needs at least one outcome table")
+    if int(folds) < 2:
+        raise ValueError(f"option 'folds' must be at least 2, got {folds}")
+    index = ProbeIndex.merge([ProbeIndex.from_table(table, embedder) for table, _ in sources])
+    clusters = ProbeClusters(index, n_clusters or DEFAULT_CLUSTERS * len(sources), seed)
+    features = PairFeatures(index, clusters, k=k, k_wide=k_wide)
+    rng = np.random.default_rng(seed)
+    train, val, fold_of = [], [], {}
+    for table, splits in sources:
+        seen = table.seen_mask(splits)
+        models = [m for j, m in enumerate(table.models) if seen[j] and table.priced[j]]
+        descriptors = build_descriptors(table, models)
+        x, y, rows = seen_model_pairs(table, splits, "train", descriptors, features, embedder, with_prompts=True)
+        prompts = table.prompts_in("train")
+        fold = np.empty(len(table.prompt_ids), dtype=int)
+        fold[prompts] = rng.permutation(len(prompts)) % int(folds)
+        fold_of.update({table.prompt_ids[i]: int(fold[i]) for i in prompts})
+        train.append((x, y, fold[rows]))
+        val.append(seen_model_pairs(table, splits, "val", descriptors, features, embedder))
+    x_tr, y_tr, f_tr = (np.concatenate(parts) for parts in zip(*train))
+    x_va, y_va = (np.concatenate(parts) for parts in zip(*val))
+    if len(y_tr) < 10 * int(folds):
+        raise ValueError(f"too few seen-model train rows to fit the learned evidence router ({len(y_tr)})")
+    hyper = dict(max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+    full, info = fit_regressor(x_tr, y_tr, x_va, y_va, **hyper)
+    fold_models = []
+    for f in range(int(folds)):
+        keep = f_tr != f
+        model, fold_info = fit_regressor(x_tr[keep], y_tr[keep], x_va, y_va, **hyper)
+        fold_models.append(TreeEnsemble.from_sklearn(model))
+        info[f"fold{f}_iterations"] = fold_info["iterations"]
+    info.update(tables=[table.name for table, _ in sources], folds=int(folds), probe_prompts=len(index))
+    log.info("learned evidence router: %s", info)
+    return CrossFitLearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(full), fold_models, fold_of, info)
+
+
+def save_learned(router: LearnedRouter, path: str | Path) -> None:
+    """Write ``router``'s regressor (a ``TreeEnsemble``), clusters and feature settings to ``path``
+    (the full regressor of a ``CrossFitLearnedRouter``; its probe index goes to ``evidence.npz``)."""
+    model = router.model if isinstance(router.model, TreeEnsemble) else TreeEnsemble.from_sklearn(router.model)
+    f = router.features
+    np.savez_compressed(
+        path,
+        **model.arrays("tree_"),
+        cluster_labels=f.clusters.labels,
+        cluster_centroids=f.clusters.centroids,
+        k=np.array(f.k),
+        k_wide=np.array(f.k_wide),
+        feature_names=np.array(FEATURE_NAMES, dtype=str),
+        probe_prompts=np.array(len(router.index)),
+    )
+
+
+def load_learned(path: str | Path, index: ProbeIndex, embedder) -> LearnedRouter:
+    """The router ``save_learned`` wrote, over ``index`` (the ``evidence.npz`` saved with it)."""
+    with np.load(path, allow_pickle=False) as z:
+        names = tuple(str(n) for n in z["feature_names"])
+        if names != FEATURE_NAMES:
+            raise ValueError(f"{path}: saved for features {names}, this version computes {FEATURE_NAMES}")
+        if int(z["probe_prompts"]) != len(index):
+            raise ValueError(f"{path}: saved for {int(z['probe_prompts'])} probe prompts, the index has {len(index)}")
+        model = TreeEnsemble.from_arrays(z, "tree_")
+        clusters = ProbeClusters.from_arrays(z["cluster_labels"], z["cluster_centroids"])
+        features = PairFeatures(index, clusters, k=int(z["k"]), k_wide=int(z["k_wide"]))
+    return LearnedRouter(index, embedder, features, model)

@@ -1,0 +1,134 @@
+"""The learned router as the policy's evidence: trees as arrays, pooled and cross-fitted fitting,
+and a checkpoint that serves from ``evidence.npz`` + ``learned.npz`` without the outcome tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from routerl.data.embeddings import HashEmbedder
+from routerl.env import EnvConfig, RoutingEnv
+from routerl.policy.loading import TinySpec, load_base
+from routerl.policy.router import CONFIG_FILE, EVIDENCE_FILE, load_evidence, load_policy_router
+from routerl.routers.learned import LearnedRouter
+from routerl.routers.learned_evidence import LEARNED_FILE, CrossFitLearnedRouter, fit_pooled_evidence, load_learned, save_learned
+from routerl.routers.tree_ensemble import TreeEnsemble
+
+
+def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    x[rng.random(x.shape) < 0.2] = np.nan  # missing values take the learned side
+    y = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) ** 2 + np.isnan(x[:, 2]) + 0.1 * rng.normal(size=n)
+    return x, y
+
+
+def test_tree_ensemble_predicts_what_sklearn_predicts_and_round_trips(tmp_path):
+    x, y = _data(3000, 0)
+    model = HistGradientBoostingRegressor(max_iter=60, max_leaf_nodes=31, min_samples_leaf=20, early_stopping=False).fit(x, y)
+    trees = TreeEnsemble.from_sklearn(model)
+    assert trees.feature.shape[0] == 60 and trees.depth >= 5
+    xt, _ = _data(400, 1)
+    np.testing.assert_allclose(trees.predict(xt), model.predict(xt), rtol=0, atol=1e-9)
+    np.savez(tmp_path / "t.npz", **trees.arrays("t_"))
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as z:
+        again = TreeEnsemble.from_arrays(z, "t_")
+    np.testing.assert_array_equal(again.predict(xt), trees.predict(xt))
+    with pytest.raises(ValueError, match=r"\(N, 5\)"):
+        trees.predict(xt[:, :4])
+    broken = trees.arrays()
+    broken["left"] = broken["left"] + 1000
+    with pytest.raises(ValueError, match="outside"):
+        TreeEnsemble.from_arrays(broken)
+    with pytest.raises(ValueError, match="missing"):
+        TreeEnsemble.from_arrays({k: v for k, v in trees.arrays().items() if k != "value"})
+
+
+@pytest.fixture(scope="module")
+def pooled(synthetic_world):
+    table, splits, _ = synthetic_world
+    return fit_pooled_evidence([(table, splits)], HashEmbedder(), folds=2, max_iter=40, seed=0)
+
+
+def test_train_prompts_get_estimates_from_the_regressor_that_never_saw_them(synthetic_world, pooled):
+    table, splits, _ = synthetic_world
+    env = RoutingEnv(table, splits, EnvConfig(max_pool=8))
+    descs = [env.descriptors[m] for m in table.models[:4]]
+    train = table.prompts_in("train")
+    assert set(pooled.fold_of) == {table.prompt_ids[i] for i in train}  # only train prompts have a fold
+    assert set(pooled.fold_of.values()) == {0, 1}
+    served = pooled.serving()
+    differs = 0
+    for i in train[:20]:
+        query = env.query(int(i))
+        assert pooled.model_for(query) is pooled.fold_models[pooled.fold_of[query.prompt_id]]
+        differs += not np.allclose(pooled.predict(query, descs), served.predict(query, descs))
+    assert differs > 0  # out-of-fold estimates, not the full regressor's
+    for i in table.prompts_in("test")[:5]:
+        query = env.query(int(i))
+        assert pooled.model_for(query) is pooled.model
+        np.testing.assert_array_equal(pooled.predict(query, descs), served.predict(query, descs))
+    assert not isinstance(served, CrossFitLearnedRouter) and isinstance(served, LearnedRouter)
+    with pytest.raises(ValueError, match="folds"):
+        fit_pooled_evidence([(table, splits)], HashEmbedder(), folds=1)
+
+
+def test_saved_learned_evidence_serves_the_same_estimates(tmp_path, synthetic_world, pooled):
+    table, splits, _ = synthetic_world
+    save_learned(pooled.serving(), tmp_path / LEARNED_FILE)
+    pooled.index.save(tmp_path / EVIDENCE_FILE)
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump({"env": {"shortlist": 2, "evidence": {"router": "learned", "embedder": "hash"}}}))
+    loaded = load_evidence(tmp_path)
+    assert isinstance(loaded, LearnedRouter) and isinstance(loaded.model, TreeEnsemble)
+    env = RoutingEnv(table, splits, EnvConfig(max_pool=8))
+    descs = [env.descriptors[m] for m in table.models]  # unseen models too: estimates from their descriptors
+    for i in table.prompts_in("test")[:5]:
+        query = env.query(int(i))
+        np.testing.assert_allclose(loaded.predict(query, descs), pooled.predict(query, descs), atol=1e-6)
+    from routerl.routers.probe_index import ProbeIndex
+
+    small = ProbeIndex(pooled.index.prompt_ids[:10], pooled.index.embeddings[:10], pooled.index.domains[:10])
+    with pytest.raises(ValueError, match="probe prompts"):
+        load_learned(tmp_path / LEARNED_FILE, small, HashEmbedder())
+    (tmp_path / LEARNED_FILE).unlink()
+    with pytest.raises(ValueError, match=LEARNED_FILE):
+        load_evidence(tmp_path)
+
+
+def test_training_config_builds_and_saves_the_learned_evidence(tmp_path, synthetic_world):
+    """``env.evidence.router: learned`` in a train config: every env shares one cross-fitted router,
+    and ``save_evidence`` writes what a checkpoint needs to serve it (a tiny policy loads it)."""
+    from peft import LoraConfig, get_peft_model
+
+    from routerl.train.config import ConfigError, load_config
+    from routerl.train.episodes import build_envs, save_evidence
+
+    overrides = [
+        "data.synthetic={seed: 7, n_seen: 6, n_unseen: 3, n_prompts: 400}",
+        "env.shortlist=2",
+        "env.evidence={router: learned, options: {max_iter: 30}, embedder: hash}",
+        "model.base=tiny",
+    ]
+    config = load_config("configs/grpo_tiny.yaml", overrides)
+    envs = build_envs(config)
+    assert isinstance(envs[0].evidence, CrossFitLearnedRouter)
+    rng = np.random.default_rng(0)
+    episode = envs[0].sample_episode(rng)
+    assert len(episode.spec.evidence) == 2
+    model, tok = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    save_evidence(envs, tmp_path)
+    assert (tmp_path / EVIDENCE_FILE).exists() and (tmp_path / LEARNED_FILE).exists()
+    cfg = {"model": {"base": "tiny", "tiny": {"seed": 5}}, "policy": {"mode": "fast", "max_rounds": 1},
+           "env": {"shortlist": 2, "evidence": {"router": "learned", "options": {}, "embedder": "hash"}}}  # fmt: skip
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(cfg))
+    router = load_policy_router(tmp_path)
+    spec = episode.spec
+    assert router.decide(spec.query, spec.descriptors, 0.1).model_id in {d.id for d in spec.descriptors}
+    with pytest.raises(ConfigError, match="env.evidence.options.depth"):
+        load_config("configs/grpo_tiny.yaml", overrides[:2] + ["env.evidence={router: learned, options: {depth: 3}}"])
+    with pytest.raises(ConfigError, match="env.evidence.router"):
+        load_config("configs/grpo_tiny.yaml", overrides[:2] + ["env.evidence={router: oracle}"])
