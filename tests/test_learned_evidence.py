@@ -87,6 +87,16 @@ def test_saved_learned_evidence_serves_the_same_estimates(tmp_path, synthetic_wo
     for i in table.prompts_in("test")[:5]:
         query = env.query(int(i))
         np.testing.assert_allclose(loaded.predict(query, descs), pooled.predict(query, descs), atol=1e-6)
+    # ``routerl eval --router evidence:checkpoint=DIR``: the same estimates as a single-call router
+    from routerl.routers.registry import RouterResources, build_router
+
+    router = build_router("evidence", RouterResources(embedder="hash"), checkpoint=str(tmp_path))
+    query = env.query(int(table.prompts_in("test")[0]))
+    d = router.decide(query, descs, 0.1)
+    best = np.argmax(pooled.predict(query, descs) - 0.1 * 1000 * np.array([c.estimate_cost_usd(query.tokens) for c in descs]))
+    assert router.name == "evidence" and d.model_id == descs[int(best)].id
+    with pytest.raises(ValueError, match="no evidence router"):
+        build_router("evidence", RouterResources(embedder="hash"), checkpoint=str(tmp_path / "nothing"))
     from routerl.routers.probe_index import ProbeIndex
 
     small = ProbeIndex(pooled.index.prompt_ids[:10], pooled.index.embeddings[:10], pooled.index.domains[:10])

@@ -29,8 +29,13 @@ def router():
 
 def test_shipped_policy_loads_in_shortlist_mode(router):
     assert router.name == "policy" and router.config.mode == "fast"
-    assert router.config.shortlist == 4 and router.config.shortlist_order == "value"
+    assert router.config.shortlist == 3 and router.config.shortlist_order == "value"
     assert router.max_rounds == 2 and router.evidence is not None and len(router.evidence.index) > 1000
+    # the learned evidence router, rebuilt from learned.npz (trees as arrays) without outcome tables
+    from routerl.routers.learned import LearnedRouter
+    from routerl.routers.tree_ensemble import TreeEnsemble
+
+    assert isinstance(router.evidence, LearnedRouter) and isinstance(router.evidence.model, TreeEnsemble)
     # served as measured in docs/results.md: dense prompt, bfloat16 weights, prefix action scoring, fused forward
     assert (router.config.prompt_style, router.config.dtype, router.config.action_scoring, router.config.engine) == (
         "dense", "bfloat16", "prefix", "fused"

@@ -40,20 +40,16 @@ def knn_estimate(sims: np.ndarray, results: np.ndarray, k: int) -> tuple[np.ndar
         result), the number of neighbours used (``min(k, results available)``) and their mean
         similarity to the query (NaN where none).
     """
-    N, Np = sims.shape
-    K = results.shape[0]
-    kk = max(1, min(int(k), Np))
-    have = np.isfinite(results)  # (K, Np)
-    filled = np.where(have, results, 0.0)
-    masked = np.where(have[None, :, :], sims[:, None, :], -np.inf)  # (N, K, Np)
-    top = np.argpartition(masked, Np - kk, axis=2)[:, :, Np - kk :]  # (N, K, kk)
-    top_sims = np.take_along_axis(masked, top, axis=2)
-    valid = np.isfinite(top_sims)
-    vals = np.take_along_axis(np.broadcast_to(filled[None], (N, K, Np)), top, axis=2)
-    count = valid.sum(axis=2)
+    kk = max(1, min(int(k), sims.shape[1]))
+    order = np.argsort(-sims, axis=1, kind="stable")  # (N, Np) probe prompts, most similar first
+    near_sims = np.take_along_axis(sims, order, axis=1)  # (N, Np)
+    near = np.moveaxis(results[:, order], 1, 0)  # (N, K, Np) each candidate's results in that order
+    have = np.isfinite(near)
+    used = have & (np.cumsum(have, axis=2) <= kk)  # the first kk results each candidate has
+    count = used.sum(axis=2)
     denom = np.maximum(count, 1)
-    est = np.where(count > 0, (vals * valid).sum(axis=2) / denom, np.nan)
-    sim = np.where(count > 0, np.where(valid, top_sims, 0.0).sum(axis=2) / denom, np.nan)
+    est = np.where(count > 0, np.where(used, near, 0.0).sum(axis=2) / denom, np.nan)
+    sim = np.where(count > 0, (used * near_sims[:, None, :]).sum(axis=2) / denom, np.nan)
     return est, count, sim
 
 

@@ -34,6 +34,7 @@ from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 from routerl.routers.recorded import query_tokens
 from routerl.routers.threads import single_thread
+from routerl.routers.tree_ensemble import TreeEnsemble
 
 log = logging.getLogger(__name__)
 LEARNED_DEFAULTS = {"k": 10, "k_wide": KNN_PROBE_K, "n_clusters": DEFAULT_CLUSTERS, "max_iter": 300, "learning_rate": 0.05}
@@ -98,11 +99,14 @@ class LearnedRouter(ProbeRouter):
         return self.model
 
     def predict(self, query: Query, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
-        x = self.features.build(
-            self.query_embedding(query)[None, :], [query.domain], np.array([query.tokens]), candidates
-        )[0]
+        embedding = self.query_embedding(query)[None, :]
+        with single_thread("blas"):  # the kNN and cluster similarities: a few small matrix products
+            x = self.features.build(embedding, [query.domain], np.array([query.tokens]), candidates)[0]
+        model = self.model_for(query)
+        if isinstance(model, TreeEnsemble):  # numpy only
+            return np.clip(model.predict(x), 0.0, 1.0)
         with single_thread("openmp"):  # a parallel region per tree is several times slower for a few rows
-            return np.clip(self.model_for(query).predict(x), 0.0, 1.0)
+            return np.clip(model.predict(x), 0.0, 1.0)
 
 
 def fit_learned_router(

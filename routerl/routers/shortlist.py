@@ -2,8 +2,9 @@
 
 A 135M policy cannot weigh 30-60 candidates in one prompt, and the evidence that matters most is
 per query (how each candidate did on the probe prompts nearest to this one). So before the policy
-reads anything, an *evidence router* (a ``ScoreRouter``; by default ``knn-probe``, which reads only
-descriptors: probe results and prices) estimates every candidate's score for the query, and the
+reads anything, an *evidence router* (a ``ScoreRouter`` that reads only descriptors, probe results
+and prices: ``knn-probe``, or the ``learned`` predictor of ``learned_evidence``, the shipped
+policy's) estimates every candidate's score for the query, and the
 ``size`` candidates with the highest ``estimate - knob * est. cost * 1000`` are shown to the
 policy together with their estimate. The policy then picks among them, reads the answer and
 accepts or escalates (to another shortlisted model).
