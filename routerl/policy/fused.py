@@ -180,6 +180,7 @@ class FusedLlama:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         nq, nkv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         last = len(self.layers) - 1
+        blocked = None if attention_mask is None else ~attention_mask[:, :, None]  # (B, 1, 1, S, P + S), once for every layer
         for i, layer in enumerate(self.layers):
             qkv = layer.qkv(self._rms(x, layer.norm_in))  # (B, S, nq + 2 nkv)
             q = qkv[..., :nq].view(B, S, self.heads, self.head_dim).transpose(1, 2)
@@ -187,9 +188,9 @@ class FusedLlama:
             v = qkv[..., nq + nkv :].view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
             k, v = cache.update(k, v, i)  # (B, kvh, P + S, hd)
-            mask = attention_mask
+            mask = blocked
             if i == last and keep is not None:  # only the kept rows go on
-                q, x, mask = q[:, :, keep], x[:, keep], None if mask is None else mask[:, :, keep]
+                q, x, mask = q[:, :, keep], x[:, keep], None if mask is None else mask[:, :, :, keep]
             a = _attend(q, k, v, mask)
             x = x + layer.o(a.transpose(1, 2).reshape(B, q.shape[2], nq))
             gate_up = layer.gate_up(self._rms(x, layer.norm_post))
@@ -204,9 +205,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Attention of ``q`` ``(B, nh, S, hd)`` over ``k``, ``v`` ``(B, kvh, T, hd)`` with a bool
-    ``mask`` ``(B or 1, 1, S, T)`` (None: every key): two batched matmuls with the query heads of
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+    """Attention of ``q`` ``(B, nh, S, hd)`` over ``k``, ``v`` ``(B, kvh, T, hd)``; ``blocked``
+    ``(B or 1, 1, 1, S, T)`` bool marks the keys a query may not see (None: it sees every key;
+    the forward inverts its attention mask once for all layers): two batched matmuls with the query heads of
     each key/value head stacked (no repeated keys), softmax in float32. Faster than SDPA's CPU
     flash kernel for these short rows (a few dozen queries over a few hundred keys)."""
     B, nh, S, hd = q.shape
@@ -214,7 +216,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     g = nh // kvh
     scores = torch.matmul(q.reshape(B, kvh, g * S, hd), k.transpose(-1, -2)).view(B, kvh, g, S, T).float()
     scores.mul_(hd**-0.5)
-    if mask is not None:
-        scores.masked_fill_(~mask[:, :, None], float("-inf"))
+    if blocked is not None:
+        scores.masked_fill_(blocked, float("-inf"))
     probs = scores.softmax(-1).to(v.dtype).view(B, kvh, g * S, T)
     return torch.matmul(probs, v).view(B, nh, S, hd)
