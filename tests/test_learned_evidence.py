@@ -138,6 +138,16 @@ def test_training_config_builds_and_saves_the_learned_evidence(tmp_path, synthet
     router = load_policy_router(tmp_path)
     spec = episode.spec
     assert router.decide(spec.query, spec.descriptors, 0.1).model_id in {d.id for d in spec.descriptors}
+    # shipping copies learned.npz, and refuses a learned-evidence checkpoint without it
+    from routerl.train.ship import ship
+
+    shipped = dict(cfg, model={"base": "smollm2-135m-instruct"})
+    (tmp_path / CONFIG_FILE).write_text(yaml.safe_dump(shipped))
+    assert LEARNED_FILE in {f.name for f in ship(tmp_path, tmp_path / "shipped")}
+    (tmp_path / LEARNED_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=LEARNED_FILE):
+        ship(tmp_path, tmp_path / "shipped2")
+    assert not (tmp_path / "shipped2").exists()
     with pytest.raises(ConfigError, match="env.evidence.options.depth"):
         load_config("configs/grpo_tiny.yaml", overrides[:2] + ["env.evidence={router: learned, options: {depth: 3}}"])
     with pytest.raises(ConfigError, match="env.evidence.router"):
