@@ -83,12 +83,18 @@ def seen_model_pairs(
     return out + (np.concatenate(rows),) if with_prompts else out
 
 
+def seen_descriptors(table: OutcomeTable, splits: Splits | None) -> dict[str, ModelDescriptor]:
+    """Descriptors (from probe rows) of the table's seen, priced models: the models fitting may read."""
+    seen = table.seen_mask(splits)
+    return build_descriptors(table, [m for j, m in enumerate(table.models) if seen[j] and table.priced[j]])
+
+
 class LearnedRouter(ProbeRouter):
-    """Score = a fitted regressor over ``PairFeatures`` of (query, candidate)."""
+    """Score = a fitted regressor (a ``TreeEnsemble``) over ``PairFeatures`` of (query, candidate)."""
 
     name = "learned"
 
-    def __init__(self, index: ProbeIndex, embedder, features: PairFeatures, model, info: dict | None = None):
+    def __init__(self, index: ProbeIndex, embedder, features: PairFeatures, model: TreeEnsemble, info: dict | None = None):
         super().__init__(index, embedder)
         self.features = features
         self.model = model
@@ -102,11 +108,7 @@ class LearnedRouter(ProbeRouter):
         embedding = self.query_embedding(query)[None, :]
         with single_thread("blas"):  # the kNN and cluster similarities: a few small matrix products
             x = self.features.build(embedding, [query.domain], np.array([query.tokens]), candidates)[0]
-        model = self.model_for(query)
-        if isinstance(model, TreeEnsemble):  # numpy only
-            return np.clip(model.predict(x), 0.0, 1.0)
-        with single_thread("openmp"):  # a parallel region per tree is several times slower for a few rows
-            return np.clip(model.predict(x), 0.0, 1.0)
+        return np.clip(self.model_for(query).predict(x), 0.0, 1.0)  # numpy trees: no thread pool
 
 
 def fit_learned_router(
@@ -126,15 +128,14 @@ def fit_learned_router(
         raise ValueError("the learned router needs an outcome table to fit on")
     index = ProbeIndex.from_table(table, embedder)
     features = PairFeatures(index, ProbeClusters(index, n_clusters, seed), k=k, k_wide=k_wide)
-    seen_models = [m for j, m in enumerate(table.models) if table.seen_mask(splits)[j] and table.priced[j]]
-    descriptors = build_descriptors(table, seen_models)
+    descriptors = seen_descriptors(table, splits)
     x_tr, y_tr = seen_model_pairs(table, splits, "train", descriptors, features, embedder)
     x_va, y_va = seen_model_pairs(table, splits, "val", descriptors, features, embedder)
     if len(y_tr) < 10:
         raise ValueError(f"{table.name}: too few seen-model train rows to fit the learned router ({len(y_tr)})")
     model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
     log.info("learned router on %s: %s", table.name, info)
-    return LearnedRouter(index, embedder, features, model, info)
+    return LearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(model), info)
 
 
 def fit_regressor(

@@ -33,10 +33,9 @@ import numpy as np
 
 from routerl.data.outcomes import OutcomeTable
 from routerl.data.splits import Splits
-from routerl.descriptors.build import build_descriptors
 from routerl.routers.base import Query
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
-from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_regressor, seen_model_pairs
+from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_regressor, seen_descriptors, seen_model_pairs
 from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.tree_ensemble import TreeEnsemble
@@ -49,8 +48,6 @@ EVIDENCE_OPTIONS = ("k", "k_wide", "n_clusters", "max_iter", "learning_rate", "f
 class CrossFitLearnedRouter(LearnedRouter):
     """``LearnedRouter`` whose estimate for a train prompt comes from the regressor fit without
     that prompt's fold (``fold_models[fold_of[prompt_id]]``); other queries get ``model``."""
-
-    name = "learned"
 
     def __init__(self, index, embedder, features, model, fold_models: Sequence, fold_of: dict[str, int], info: dict | None = None):
         super().__init__(index, embedder, features, model, info)
@@ -90,9 +87,7 @@ def fit_pooled_evidence(
     rng = np.random.default_rng(seed)
     train, val, fold_of = [], [], {}
     for table, splits in sources:
-        seen = table.seen_mask(splits)
-        models = [m for j, m in enumerate(table.models) if seen[j] and table.priced[j]]
-        descriptors = build_descriptors(table, models)
+        descriptors = seen_descriptors(table, splits)
         x, y, rows = seen_model_pairs(table, splits, "train", descriptors, features, embedder, with_prompts=True)
         prompts = table.prompts_in("train")
         fold = np.empty(len(table.prompt_ids), dtype=int)
@@ -120,11 +115,10 @@ def fit_pooled_evidence(
 def save_learned(router: LearnedRouter, path: str | Path) -> None:
     """Write ``router``'s regressor (a ``TreeEnsemble``), clusters and feature settings to ``path``
     (the full regressor of a ``CrossFitLearnedRouter``; its probe index goes to ``evidence.npz``)."""
-    model = router.model if isinstance(router.model, TreeEnsemble) else TreeEnsemble.from_sklearn(router.model)
     f = router.features
     np.savez_compressed(
         path,
-        **model.arrays("tree_"),
+        **router.model.arrays("tree_"),
         cluster_labels=f.clusters.labels,
         cluster_centroids=f.clusters.centroids,
         k=np.array(f.k),

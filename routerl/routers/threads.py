@@ -1,8 +1,8 @@
 """Run a router's per-request numeric calls on one thread of a native thread pool.
 
 A request's numeric work outside torch is small (a kNN similarity over a few thousand probe
-embeddings, a few boosted-tree predictions). Given both cores, numpy's OpenBLAS and sklearn's
-OpenMP start a parallel region for it, and their idle workers then spin for a while, taking the
+embeddings, the learned router's cluster similarities). Given both cores, numpy's OpenBLAS (or an
+OpenMP library) starts a parallel region for it, and its idle workers then spin for a while, taking the
 cores the policy's forward pass needs: on this 2-core machine the shipped policy's decision went
 from 177 ms to 106 ms (one query, in process) with OpenBLAS held to one thread.
 

@@ -3,9 +3,9 @@
 The served policy's ``learned`` evidence must load on a fresh install from files in the package,
 whatever scikit-learn version is installed there, so the trees of a fitted
 ``HistGradientBoostingRegressor`` are exported to arrays (``TreeEnsemble.from_sklearn``), written
-to an ``.npz`` (``save``/``load``, ``allow_pickle=False``) and evaluated level by level for all
-trees at once (``predict``): the same numbers as ``model.predict`` (tests compare them), and faster
-than scikit-learn for the few rows of one request.
+into an ``.npz`` (``arrays``/``from_arrays``, read with ``allow_pickle=False``) and evaluated level
+by level for all trees at once (``predict``): the same numbers as ``model.predict`` (tests compare
+them), in numpy, with no OpenMP region per request. Every ``LearnedRouter`` predicts with one.
 
 Node rule (scikit-learn's, numeric features only): a missing value (NaN) goes to the side the node
 learned for missing values; otherwise ``x <= threshold`` goes left.
@@ -73,13 +73,12 @@ class TreeEnsemble:
         node = np.zeros((T, N), dtype=np.int64)
         cols = np.arange(N)[None, :]
         for _ in range(self.depth):
-            v = x[cols, self.feature[rows, node]]  # (T, N)
-            go_left = np.where(np.isnan(v), self.missing_left[rows, node], v <= self.threshold[rows, node])
-            nxt = np.where(go_left, self.left[rows, node], self.right[rows, node])
             at_leaf = self.leaf[rows, node]
             if at_leaf.all():
                 break
-            node = np.where(at_leaf, node, nxt)
+            v = x[cols, self.feature[rows, node]]  # (T, N)
+            go_left = np.where(np.isnan(v), self.missing_left[rows, node], v <= self.threshold[rows, node])
+            node = np.where(at_leaf, node, np.where(go_left, self.left[rows, node], self.right[rows, node]))
         return self.baseline + self.value[rows, node].sum(axis=0)
 
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:

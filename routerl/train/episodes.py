@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from routerl.data import Splits, load_outcomes
+from routerl.data.embeddings import get_embedder
 from routerl.data.synthetic import SyntheticWorld
 from routerl.env import Episode, RoutingEnv
 from routerl.policy.prompt import episode_prompt
 from routerl.policy.router import EVIDENCE_FILE
-from routerl.data.embeddings import get_embedder
 from routerl.routers.learned_evidence import LEARNED_FILE, CrossFitLearnedRouter, fit_pooled_evidence, save_learned
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.registry import RouterResources, build_router
@@ -50,10 +50,10 @@ def build_envs(config) -> list[RoutingEnv]:
             )
             for env in envs:
                 env.evidence = pooled
-            return envs
-        for env in envs:
-            resources = RouterResources(env.table, env.splits, seed=config.seed, embedder=ev["embedder"])
-            env.evidence = build_router(ev["router"], resources, **ev["options"])
+        else:
+            for env in envs:
+                resources = RouterResources(env.table, env.splits, seed=config.seed, embedder=ev["embedder"])
+                env.evidence = build_router(ev["router"], resources, **ev["options"])
     return envs
 
 

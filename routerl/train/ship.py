@@ -55,8 +55,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         if not (src / name).exists():
             raise FileNotFoundError(f"{src}: no {name} (expected a training run's final/ directory)")
     raw = read_checkpoint_config(src)
-    evidence = (raw.get("env") or {}).get("evidence") or {}
-    if (raw.get("env") or {}).get("shortlist") and evidence.get("router") == "learned" and not (src / LEARNED_FILE).exists():
+    env = raw.get("env") or {}
+    if env.get("shortlist") and (env.get("evidence") or {}).get("router") == "learned" and not (src / LEARNED_FILE).exists():
         raise FileNotFoundError(f"{src}: no {LEARNED_FILE} (the learned evidence router's regressor, saved with the final adapter)")
     base = (raw.get("model") or {}).get("base")
     if base == "tiny":
@@ -80,7 +80,7 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
-    elif (raw.get("env") or {}).get("shortlist"):
+    elif env.get("shortlist"):
         evidence_index(raw).save(dst / EVIDENCE_FILE)
     if (src / LEARNED_FILE).exists():
         shutil.copy2(src / LEARNED_FILE, dst / LEARNED_FILE)
