@@ -22,7 +22,7 @@ FAST_LEARNED = {"max_iter": 60}
 
 def _build(name: str, table, splits, seed: int = 0):
     resources = RouterResources(table=table, splits=splits, seed=seed, embedder="hash")
-    return build_router(name, resources, **(FAST_LEARNED if name == "learned" else {}))
+    return build_router(name, resources, **(FAST_LEARNED if name in ("learned", "cascade") else {}))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def _scrambled(table: OutcomeTable, splits) -> OutcomeTable:
     return out
 
 
-@pytest.mark.parametrize("name", ["best-single", "knn-probe", "cluster-probe", "learned"])
+@pytest.mark.parametrize("name", ["best-single", "knn-probe", "cluster-probe", "learned", "cascade"])
 def test_fitting_never_reads_unseen_models_or_test_rows(synthetic_world, name):
     """Routers fitted on a table whose unseen models' train/val/test rows (and all test rows) are
     scrambled decide exactly as those fitted on the true table."""
@@ -160,6 +160,8 @@ def test_fitting_never_reads_unseen_models_or_test_rows(synthetic_world, name):
         if hasattr(a, "predict"):
             np.testing.assert_array_equal(a.predict(query, cands), b.predict(query, cands))
         assert a.decide(query, cands, 0.1).model_id == b.decide(query, cands, 0.1).model_id
+    if name == "cascade":  # its answer check, margin and round limit too
+        assert (a.check, a.margin, a.max_rounds) == (b.check, b.margin, b.max_rounds)
 
 
 def test_learned_training_rows_refuse_unseen_models(synthetic_world):

@@ -10,6 +10,9 @@ oracle          true score - knob x true cost (reads test outcomes)         -
 knn-probe       mean probe result on the k nearest probe prompts            ``k``, ``prior_weight``
 cluster-probe   mean probe result in the query's k-means cluster            ``n_clusters``, ``prior_weight``
 learned         gradient-boosted score from descriptor evidence             ``LEARNED_DEFAULTS``
+cascade         learned, then accept or escalate by an answer check         ``folds``, ``margin``,
+                (multi-round; ``routerl.routers.cascade``)                  ``max_rounds``, and
+                                                                            ``LEARNED_DEFAULTS``
 ==============  ==========================================================  =================
 
 Options arrive as keyword arguments (strings from the command line are converted here). Routers
@@ -25,6 +28,7 @@ from routerl.routers.cheapest import CheapestRouter
 from routerl.routers import cluster_probe, knn_probe
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ClusterProbeRouter
 from routerl.routers.knn_probe import DEFAULT_K, KnnProbeRouter
+from routerl.routers.cascade import CASCADE_DEFAULTS, fit_cascade_router
 from routerl.routers.learned import LEARNED_DEFAULTS, fit_learned_router
 from routerl.routers.oracle import OracleRouter
 from routerl.routers.probe_index import ProbeIndex
@@ -106,3 +110,16 @@ def _learned(resources: RouterResources, **options) -> Router:
         raise ValueError("router 'learned' needs an outcome table to fit on")
     embedder = get_embedder(resources.embedder, resources.cache_dir)
     return fit_learned_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)
+
+
+@register_router("cascade")
+def _cascade(resources: RouterResources, **options) -> Router:
+    kwargs = {key: _take(options, "cascade", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    kwargs["folds"] = _take(options, "cascade", "folds", int, CASCADE_DEFAULTS["folds"])
+    kwargs["margin"] = _take(options, "cascade", "margin", float, CASCADE_DEFAULTS["margin"])
+    kwargs["max_rounds"] = _take(options, "cascade", "max_rounds", int, CASCADE_DEFAULTS["max_rounds"])
+    _no_options("cascade", options)
+    if resources.table is None:
+        raise ValueError("router 'cascade' needs an outcome table to fit on")
+    embedder = get_embedder(resources.embedder, resources.cache_dir)
+    return fit_cascade_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)

@@ -49,23 +49,25 @@ def seen_model_pairs(
     embedder,
     *,
     with_prompts: bool = False,
+    with_models: bool = False,
 ):
     """Features and targets of every (prompt in ``split``, seen model with a row) pair.
 
-    Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores (with ``with_prompts``, also
-    ``(n,)`` the table's prompt row of each pair). Only models in ``descriptors`` are read, and
+    Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores; with ``with_prompts``, also
+    ``(n,)`` the table's prompt row of each pair, and with ``with_models`` its model column. Only models in ``descriptors`` are read, and
     each must be a seen model (else ValueError).
     """
     seen = table.seen_mask(splits)
     prompts = table.prompts_in(split)
-    empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0)) + ((np.zeros(0, dtype=int),) if with_prompts else ())
+    extra = (np.zeros(0, dtype=int),) * (int(with_prompts) + int(with_models))
+    empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0)) + extra
     if prompts.size == 0:
         return empty
     emb = embedder.embed([table.prompt_text[i] for i in prompts])
     tokens = query_tokens(table, prompts)
     domains = [table.domain[i] for i in prompts]
     available = table.available[prompts]
-    xs, ys, rows = [], [], []
+    xs, ys, rows, cols = [], [], [], []
     for model, desc in descriptors.items():
         j = table.model_index(model)
         if not seen[j]:
@@ -77,10 +79,15 @@ def seen_model_pairs(
         xs.append(features.build(emb[idx], [domains[n] for n in idx], tokens[idx], [desc])[:, 0, :])
         ys.append(table.score[prompts[idx], j].astype(np.float64))
         rows.append(prompts[idx])
+        cols.append(np.full(idx.size, j))
     if not xs:
         return empty
     out = (np.concatenate(xs), np.concatenate(ys))
-    return out + (np.concatenate(rows),) if with_prompts else out
+    if with_prompts:
+        out += (np.concatenate(rows),)
+    if with_models:
+        out += (np.concatenate(cols),)
+    return out
 
 
 def seen_descriptors(table: OutcomeTable, splits: Splits | None) -> dict[str, ModelDescriptor]:

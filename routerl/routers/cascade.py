@@ -1,0 +1,310 @@
+"""``cascade``: the ``learned`` router, then read each answer and accept it or call another model.
+
+Round 1 is the ``learned`` router's choice: the best ``estimate - knob x estimated cost x 1000``.
+After each answer, ``AnswerCheck`` (``routerl.routers.answer_check``) gives ``p``, the probability
+that the answer is right, from its text, its estimate and its agreement with the answers before
+it. The next candidate is the uncalled one with the best utility. It is called when
+
+    estimate(next) - p  >  knob x estimated cost(next) x 1000 + margin
+
+i.e. when the expected gain in score pays for the extra call at this knob. ``margin`` shifts how
+readily it escalates. Otherwise, and after ``max_rounds`` calls, the last answer is accepted.
+
+Fitting (``fit_cascade_router``) reads seen models' rows only:
+
+1. the ``learned`` router, on train rows (``fit_learned_router``);
+2. the answer check, on train prompts. Each (prompt, seen model) answer becomes rows with 0, 1 and
+   2 random other seen models' answers as peers (seeded). The estimates there are cross-fitted:
+   they come from a regressor fit without that prompt's fold (``folds``), as on a new query;
+3. ``margin`` and ``max_rounds``, unless given: the pair in ``MARGINS`` x ``ROUNDS`` with the
+   highest AIQ on the val prompts, seen pool, over the default knob sweep. The AIQ's cost range
+   is the val cost of the seen pool's most expensive single model.
+
+The eval's runner passes each answer's text as an ``Attempt``; a served request does the same
+(``routerl route --execute``). Costs in the rule are estimates from descriptors, never outcomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from routerl.data.outcomes import OutcomeTable
+from routerl.data.splits import Splits
+from routerl.descriptors.model import ModelDescriptor
+from routerl.routers.answer_check import Answer, AnswerCheck, check_features, fit_answer_check
+from routerl.routers.base import USD_SCALE, Attempt, Decision, Query, Router, utility
+from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_learned_router, fit_regressor, seen_descriptors, seen_model_pairs
+from routerl.routers.recorded import recorded_queries
+
+log = logging.getLogger(__name__)
+
+MARGINS = (-0.1, -0.05, 0.0, 0.05, 0.1)
+ROUNDS = (2, 3)
+CASCADE_DEFAULTS = {"folds": 2, "margin": None, "max_rounds": None}
+JUDGE_FILE = "answer_judge.json"
+
+
+def escalation(
+    estimates: np.ndarray, costs: np.ndarray, knob: float, called: Sequence[int], p_last: float, margin: float
+) -> tuple[int | None, float]:
+    """The best uncalled candidate by utility and the net value of calling it after an answer
+    judged right with probability ``p_last``: ``estimate - p_last - knob x cost x 1000 - margin``
+    (``(None, nan)`` when every candidate was called). ``estimates``, ``costs``: ``(K,)``."""
+    done = set(called)
+    left = [k for k in range(len(estimates)) if k not in done]
+    if not left:
+        return None, float("nan")
+    u = utility(estimates, costs, knob)
+    best = min(left, key=lambda k: (-u[k], costs[k], k))
+    return best, float(estimates[best]) - p_last - knob * USD_SCALE * float(costs[best]) - margin
+
+
+def next_call(
+    estimates: np.ndarray, costs: np.ndarray, knob: float, called: Sequence[int], p_last: float, margin: float
+) -> int | None:
+    """The candidate position to call next (``escalation`` with a positive value), or None to
+    accept the last answer."""
+    k, value = escalation(estimates, costs, knob, called, p_last, margin)
+    return k if k is not None and value > 0 else None
+
+
+@dataclass(frozen=True)
+class AnswerJudge:
+    """The cascade's accept/escalate rule as a note the policy reads after each answer (training
+    ``<info>`` blocks and served transcripts alike): ``check 0.31; [2] +0.12`` = the answer is right
+    with probability 0.31 and calling candidate 2 is worth +0.12 after its cost (``escalation``);
+    a negative value says keep the answer. Saved as ``JUDGE_FILE`` beside the adapter."""
+
+    check: AnswerCheck
+    margin: float = 0.0
+
+    def judge(self, estimates, costs, knob: float, called: Sequence[int], texts: Sequence[str]) -> tuple[float, int | None, float]:
+        """``(p, next position or None, value)`` after the answers ``texts`` of ``called`` (same order)."""
+        answers = [Answer(float(estimates[k]) if k is not None else 0.5, t) for k, t in zip(called, texts)]
+        p = self.check.prob(answers[-1], answers[:-1])
+        k, value = escalation(np.asarray(estimates, float), np.asarray(costs, float), knob, [c for c in called if c is not None], p, self.margin)
+        return p, k, value
+
+    def note(self, estimates, costs, knob: float, called: Sequence[int], texts: Sequence[str]) -> str:
+        return self.format(*self.judge(estimates, costs, knob, called, texts))
+
+    @staticmethod
+    def format(p: float, k: int | None, value: float) -> str:
+        return f"check {p:.2f}; " + (f"[{k + 1}] {value:+.2f}" if k is not None else "nobody left")
+
+    def to_dict(self) -> dict:
+        return {**self.check.to_dict(), "margin": self.margin}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AnswerJudge":
+        return cls(AnswerCheck.from_dict(data), float(data.get("margin", 0.0)))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path) -> "AnswerJudge":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not an answer-judge file ({exc})") from None
+
+
+class CascadeRouter(Router):
+    """Multi-round: ``first`` routes round 1; ``check`` judges each answer (module docstring)."""
+
+    name = "cascade"
+
+    def __init__(self, first: LearnedRouter, check: AnswerCheck, margin: float = 0.0, max_rounds: int = 3, info: dict | None = None):
+        if max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
+        self.first = first
+        self.check = check
+        self.margin = float(margin)
+        self.max_rounds = int(max_rounds)
+        self.info = dict(info or {})
+        self._memo: tuple | None = None
+
+    def prepare(self, queries) -> None:
+        prepare = getattr(self.first, "prepare", None)
+        if callable(prepare):
+            prepare(queries)
+
+    def _estimates(self, query: Query, candidates: Sequence[ModelDescriptor]) -> tuple[np.ndarray, np.ndarray]:
+        key = (query, tuple(c.id for c in candidates))
+        memo = self._memo  # one query's estimates, for its later rounds (read once: thread-safe)
+        if memo is None or memo[0] != key:
+            memo = (key, self.first.predict(query, candidates), self.first.costs(query, candidates))
+            self._memo = memo
+        return memo[1], memo[2]
+
+    def decide(self, query, candidates, knob, attempts: Sequence[Attempt] = ()) -> Decision:
+        if not candidates:
+            raise ValueError("no candidates to route to")
+        estimates, costs = self._estimates(query, candidates)
+        if not attempts:
+            return self._route(candidates, estimates, costs, knob)
+        position = {c.id: k for k, c in enumerate(candidates)}
+        called = [position[a.model_id] for a in attempts if a.model_id in position]
+        answers = [Answer(float(estimates[position[a.model_id]]) if a.model_id in position else 0.5, a.response) for a in attempts]
+        p = self.check.prob(answers[-1], answers[:-1])
+        think = f"check {p:.2f}"
+        if len(attempts) < self.max_rounds:
+            k = next_call(estimates, costs, knob, called, p, self.margin)
+            if k is not None:
+                return Decision("route", candidates[k].id, [(candidates[k].id, 1.0)], think, float(costs[k]), self.name)
+        return Decision("accept", attempts[-1].model_id, [], think, 0.0, self.name)
+
+    def _route(self, candidates, estimates, costs, knob) -> Decision:
+        decision = self.first._decision(candidates, estimates, costs, knob, ())
+        decision.router = self.name
+        return decision
+
+    def decide_many(self, query, candidates, knobs, attempts=()):
+        if attempts:
+            return [self.decide(query, candidates, k, attempts) for k in knobs]
+        if not candidates:
+            raise ValueError("no candidates to route to")
+        estimates, costs = self._estimates(query, candidates)
+        return [self._route(candidates, estimates, costs, k) for k in knobs]
+
+
+def _fold(prompt_id: str, folds: int) -> int:
+    return int(hashlib.sha256(prompt_id.encode()).hexdigest()[:8], 16) % folds
+
+
+def cross_fit_estimates(table, splits, first: LearnedRouter, embedder, folds: int, seed: int = 0):
+    """Out-of-fold estimates on seen models' train rows: ``(estimates, scores, prompts, models)``,
+    each ``(n,)``; a row's estimate comes from a regressor fit without its prompt's fold."""
+    descriptors = seen_descriptors(table, splits)
+    x, y, prompts, models = seen_model_pairs(table, splits, "train", descriptors, first.features, embedder, with_prompts=True, with_models=True)
+    fold = np.array([_fold(table.prompt_ids[p], folds) for p in prompts])
+    estimates = np.empty(len(y))
+    iterations = int(first.info.get("iterations", LEARNED_DEFAULTS["max_iter"]))
+    for f in range(folds):
+        test = fold == f
+        if not test.any():
+            continue
+        if test.all():
+            raise ValueError(f"{table.name}: every train prompt fell in one fold; use more train prompts or fewer folds")
+        model, _ = fit_regressor(x[~test], y[~test], x[:0], y[:0], max_iter=iterations, seed=seed)
+        estimates[test] = np.clip(model.predict(x[test]), 0.0, 1.0)
+    return estimates, y, prompts, models
+
+
+def answer_check_rows(table: OutcomeTable, estimates, scores, prompts, models, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``check_features`` rows and labels (score >= 0.5): each answer alone, and with 1 and 2
+    random other answers to the same prompt as peers."""
+    rng = np.random.default_rng(seed)
+    by_prompt: dict[int, list[int]] = {}
+    for n, p in enumerate(prompts):
+        by_prompt.setdefault(int(p), []).append(n)
+    xs, labels = [], []
+    for p, rows in by_prompt.items():
+        answers = {n: Answer(float(estimates[n]), table.response(p, int(models[n])) or "") for n in rows}
+        for n in rows:
+            others = [m for m in rows if m != n]
+            for size in (0, 1, 2):
+                if size > len(others):
+                    break
+                peers = [answers[m] for m in rng.choice(others, size, replace=False)] if size else []
+                xs.append(check_features(answers[n], peers))
+                labels.append(scores[n] >= 0.5)
+    return np.array(xs), np.array(labels)
+
+
+def choose_margin(
+    router: CascadeRouter, table: OutcomeTable, splits, descriptors: dict[str, ModelDescriptor],
+    margins: Sequence[float] = MARGINS, rounds_grid: Sequence[int] = ROUNDS,
+) -> tuple[float, int, dict]:
+    """The (margin, max_rounds) of ``margins`` x ``rounds_grid`` with the best val AIQ, seen pool
+    (ties: fewer rounds, then the margin nearest 0)."""
+    from routerl.eval.frontier import aiq
+    from routerl.eval.runner import DEFAULT_KNOBS
+
+    prompts = table.prompts_in("val")
+    if prompts.size == 0:
+        return margins[len(margins) // 2], max(rounds_grid), {}
+    seen = table.seen_mask(splits) & table.priced
+    queries = recorded_queries(table, prompts)
+    router.prepare(queries)
+    cases = []
+    for p, query in zip(prompts, queries):
+        js = np.flatnonzero(table.available[p] & seen)
+        if js.size == 0:
+            continue
+        candidates = [descriptors[table.models[j]] for j in js]
+        estimates, costs = router._estimates(query, candidates)
+        answers = [Answer(float(estimates[k]), table.response(p, int(j)) or "") for k, j in enumerate(js)]
+        cases.append((js, estimates, costs, answers, table.score[p, js], table.cost[p, js]))
+    singles = [j for j in np.flatnonzero(seen) if table.available[prompts, j].mean() >= 0.95]
+    c_max = max(float(np.nanmean(table.cost[prompts, j])) for j in singles) * USD_SCALE if singles else None
+    results = {}
+    for rounds in rounds_grid:
+        for margin in margins:
+            points = [_simulate(cases, router.check, k, margin, rounds) for k in DEFAULT_KNOBS]
+            cost, acc = zip(*points)
+            results[(margin, rounds)] = aiq(cost, acc, c_max or max(cost))
+    (margin, rounds), best = max(results.items(), key=lambda kv: (kv[1], -kv[0][1], -abs(kv[0][0])))
+    return margin, rounds, {"val_aiq": round(best, 4), "val_grid": {f"{m:+g}/{r}": round(v, 4) for (m, r), v in results.items()}}
+
+
+def _simulate(cases, check: AnswerCheck, knob: float, margin: float, rounds: int) -> tuple[float, float]:
+    """Mean (USD per 1k queries, score) of the cascade over recorded ``cases`` at ``knob``."""
+    total_cost = total_score = 0.0
+    for js, estimates, costs, answers, scores, true_costs in cases:
+        u = utility(estimates, costs, knob)
+        called = [min(range(len(js)), key=lambda k: (-u[k], costs[k], k))]
+        while len(called) < rounds:
+            p = check.prob(answers[called[-1]], [answers[k] for k in called[:-1]])
+            k = next_call(estimates, costs, knob, called, p, margin)
+            if k is None:
+                break
+            called.append(k)
+        total_score += float(scores[called[-1]])
+        total_cost += float(np.sum(true_costs[called]))
+    n = max(len(cases), 1)
+    return total_cost / n * USD_SCALE, total_score / n
+
+
+def fit_cascade_router(
+    table: OutcomeTable,
+    splits: Splits | None,
+    embedder,
+    *,
+    folds: int = 2,
+    margin: float | None = None,
+    max_rounds: int | None = None,
+    seed: int = 0,
+    **learned_options,
+) -> CascadeRouter:
+    """Fit the round-1 router, the answer check and (unless given) margin and rounds."""
+    if table is None:
+        raise ValueError("the cascade router needs an outcome table to fit on")
+    if table.responses is None:
+        raise ValueError(f"{table.name}: the cascade router reads answers; the table has no responses file")
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    first = fit_learned_router(table, splits, embedder, seed=seed, **learned_options)
+    estimates, scores, prompts, models = cross_fit_estimates(table, splits, first, embedder, folds, seed)
+    x, correct = answer_check_rows(table, estimates, scores, prompts, models, seed)
+    check = fit_answer_check(x, correct)
+    info = {"check_rows": int(len(correct)), "check": check.to_dict()}
+    router = CascadeRouter(first, check, margin or 0.0, max_rounds or max(ROUNDS), info)
+    if margin is None or max_rounds is None:
+        margins = MARGINS if margin is None else (float(margin),)
+        rounds_grid = ROUNDS if max_rounds is None else (int(max_rounds),)
+        router.margin, router.max_rounds, grid = choose_margin(router, table, splits, seen_descriptors(table, splits), margins, rounds_grid)
+        info.update(grid)
+    info.update(margin=router.margin, max_rounds=router.max_rounds)
+    router.info = info
+    log.info("cascade router on %s: margin %+g, max_rounds %d, %s", table.name, router.margin, router.max_rounds,
+             {k: v for k, v in info.items() if k not in ("check", "val_grid")})
+    return router
