@@ -40,7 +40,8 @@ def test_default_policy_config_loads(monkeypatch, tmp_path):
     assert cfg.model.base == "smollm2-135m-instruct" and len(cfg.data.tables) == 2
     assert cfg.env.shortlist == 3 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "learned"
     assert cfg.policy_config.prompt_style == "dense" and cfg.policy_config.shortlist == 3 and cfg.policy_config.dtype == "bfloat16"
-    assert cfg.policy_config.engine == "fused" and cfg.sft.escalation == "gain"
+    assert cfg.policy_config.engine == "fused" and cfg.sft.escalation == "check"
+    assert cfg.env.answer_judge and cfg.env.max_rounds == 3 == cfg.policy_config.max_rounds
     with pytest.raises(ValueError, match="env.evidence.router"):
         load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: cluster-probe}"])
 

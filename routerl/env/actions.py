@@ -75,16 +75,19 @@ def format_route(k: int, think: str = "") -> str:
     return f"{prefix}{ROUTE_OPEN}{k + 1}{ROUTE_CLOSE}"
 
 
-def info_block(position: int, response: str, cost_usd: float, max_chars: int = 600) -> str:
+def info_block(position: int, response: str, cost_usd: float, max_chars: int = 600, note: str = "") -> str:
     """The ``<info>`` block the environment returns for 0-based candidate ``position``: its answer
-    (head and tail kept when longer than ``max_chars``) and its cost per 1k queries. The server's
-    transcript of earlier attempts uses the same text, so the policy reads what it was trained on."""
+    (head and tail kept when longer than ``max_chars``), its cost per 1k queries and, after `` | ``,
+    an answer judge's ``note`` when there is one (``routerl.routers.cascade.AnswerJudge``). The
+    server's transcript of earlier attempts uses the same text, so the policy reads what it was
+    trained on."""
     text = response or "(no response recorded)"
     if len(text) > max_chars:
         head = max_chars // 3
         tail = max_chars - head
         text = text[:head] + " ... " + text[-tail:]
-    return f"{INFO_OPEN}[{position + 1}] answered (cost ${cost_usd * 1000:.3f}/1k q): {text}{INFO_CLOSE}"
+    note = f" | {note}" if note else ""
+    return f"{INFO_OPEN}[{position + 1}] answered (cost ${cost_usd * 1000:.3f}/1k q): {text}{note}{INFO_CLOSE}"
 
 
 def format_accept(think: str = "") -> str:

@@ -46,6 +46,7 @@ class Episode:
     costs: tuple[float, ...]  # true USD cost of each pool member on this prompt
     responses: tuple[str, ...]  # recorded response text of each pool member ("" if none)
     max_info_chars: int = 600
+    judge: object | None = None  # an AnswerJudge (shortlist mode): its note ends each <info> block
     calls: list[int] = field(default_factory=list)  # candidate positions called, in order
     actions: list[Action] = field(default_factory=list)
     done: bool = False
@@ -68,9 +69,26 @@ class Episode:
         return StepResult(action, self.info_text(action.index), self.done)
 
     def info_text(self, k: int) -> str:
-        """``<info>`` block for candidate position ``k``: its answer (head and tail kept when long)
-        and its cost per 1k queries."""
-        return info_block(k, self.responses[k], self.costs[k], self.max_info_chars)
+        """``<info>`` block for candidate position ``k``, the last one called: its answer (head and
+        tail kept when long), its cost per 1k queries and, with a ``judge``, its note on the calls
+        so far (``judge_now``)."""
+        note = ""
+        if self.judge is not None and self.spec.evidence is not None:
+            p, nxt, value = self.judge_now()
+            note = self.judge.format(p, nxt, value)
+        return info_block(k, self.responses[k], self.costs[k], self.max_info_chars, note)
+
+    def estimated_costs(self) -> list[float]:
+        """Per candidate: the descriptor's estimated USD cost of this query (what the policy reads)."""
+        return [d.estimate_cost_usd(self.spec.query.tokens) for d in self.spec.descriptors]
+
+    def judge_now(self) -> tuple[float, int | None, float]:
+        """The judge's ``(p, next position or None, value)`` after the calls so far (shortlist
+        mode with a judge only)."""
+        if self.judge is None or self.spec.evidence is None or not self.calls:
+            raise ValueError("judging needs a judge, shortlist estimates and at least one call")
+        texts = [self.responses[c] for c in self.calls]
+        return self.judge.judge(self.spec.evidence, self.estimated_costs(), self.spec.knob, self.calls, texts)
 
     # -- results -----------------------------------------------------------------------------
     @property

@@ -88,6 +88,7 @@ class RoutingEnv:
     splits: Splits | None = None
     config: EnvConfig = field(default_factory=EnvConfig)
     evidence: object | None = None  # a ScoreRouter (``predict``) for shortlist mode
+    judge: object | None = None  # an AnswerJudge whose note ends each <info> block (shortlist mode)
 
     def __post_init__(self) -> None:
         self.descriptors: dict[str, ModelDescriptor] = build_descriptors(self.table)
@@ -178,6 +179,7 @@ class RoutingEnv:
             costs=tuple(float(t.cost[prompt, j]) for j in pool),
             responses=tuple(t.response(prompt, j) or "" for j in pool),
             max_info_chars=self.config.max_info_chars,
+            judge=self.judge if evidence is not None else None,
         )
 
     def sample_episode(self, rng: np.random.Generator) -> Episode:

@@ -224,15 +224,17 @@ def attempt_positions(candidates: Sequence[ModelDescriptor], attempts: Sequence[
     return [index.get(a.model_id) for a in attempts]
 
 
-def transcript(candidates: Sequence[ModelDescriptor], attempts: Sequence[Attempt], max_info_chars: int = 600) -> str:
+def transcript(
+    candidates: Sequence[ModelDescriptor], attempts: Sequence[Attempt], max_info_chars: int = 600, notes: Sequence[str] = ()
+) -> str:
     """Earlier calls as ``<route>k</route><info>...</info>`` pairs (a call to a model outside the
-    candidate list shows only its ``<info>`` block, numbered 0)."""
+    candidate list shows only its ``<info>`` block, numbered 0); ``notes[i]``, when given, ends
+    attempt i's block (an answer judge's note)."""
     parts = []
-    for pos, attempt in zip(attempt_positions(candidates, attempts), attempts):
-        if pos is None:
-            parts.append(info_block(-1, attempt.response, attempt.cost_usd, max_info_chars))
-        else:
-            parts.append(format_route(pos) + info_block(pos, attempt.response, attempt.cost_usd, max_info_chars))
+    for i, (pos, attempt) in enumerate(zip(attempt_positions(candidates, attempts), attempts)):
+        note = notes[i] if i < len(notes) else ""
+        block = info_block(-1 if pos is None else pos, attempt.response, attempt.cost_usd, max_info_chars, note)
+        parts.append(block if pos is None else format_route(pos) + block)
     return "".join(parts)
 
 
@@ -248,11 +250,12 @@ def render_prompt(
     max_info_chars: int = 600,
     evidence: Sequence[float] | None = None,
     style: str = "verbose",
+    notes: Sequence[str] = (),
 ) -> str:
     """The full prompt text: chat template with the generation prompt, then the transcript."""
     msgs = messages(query, candidates, knob, max_rounds, max_query_chars, evidence, style)
     head = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    return head + transcript(candidates, attempts, max_info_chars)
+    return head + transcript(candidates, attempts, max_info_chars, notes)
 
 
 def split_prompt(tokenizer, candidates: Sequence[ModelDescriptor], text: str, evidence: bool = False, style: str = "verbose") -> int:

@@ -141,11 +141,12 @@ class PolicyConfig:
 class PolicyRouter(Router):
     """The RL policy as a ``Router`` (see the module docstring)."""
 
-    def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy", evidence=None):
+    def __init__(self, model, tokenizer, config: PolicyConfig | None = None, name: str = "policy", evidence=None, judge=None):
         self.config = config or PolicyConfig()
         if self.config.shortlist and evidence is None:
             raise ValueError("field 'shortlist': shortlist mode needs an evidence router (a checkpoint with evidence.npz)")
         self.evidence = evidence
+        self.judge = judge  # an AnswerJudge (answer_judge.json): its note ends each earlier answer's <info> block
         if self.config.threads:  # in-process use; the server's batch worker sets its own (start_worker)
             torch.set_num_threads(self.config.threads)
         self.model = _serving_dtype(model.eval(), self.config.dtype)
@@ -186,13 +187,24 @@ class PolicyRouter(Router):
     def prompt_text(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = (), evidence=None) -> str:
         """The prompt for these candidates (``evidence``: their per-query estimates, shortlist mode)."""
         c = self.config
+        notes = self.judge_notes(query, candidates, knob, attempts, evidence)
         if c.mode == "fast" and c.max_query_tokens:
             query = P.cut_query_tokens(self.tokenizer, query, c.max_query_tokens)
         return P.render_prompt(
             self.tokenizer, query, candidates, knob, attempts,
             max_rounds=c.max_rounds, max_query_chars=c.max_query_chars, max_info_chars=c.max_info_chars, evidence=evidence,
-            style=c.prompt_style,
+            style=c.prompt_style, notes=notes,
         )  # fmt: skip
+
+    def judge_notes(self, query: Query, candidates, knob: float, attempts: Sequence[Attempt], evidence) -> list[str]:
+        """The answer judge's note after each attempt, on the attempts up to it (what the training
+        episode showed after that call); none without a judge or estimates."""
+        if self.judge is None or evidence is None or not attempts:
+            return []
+        positions = P.attempt_positions(candidates, attempts)
+        costs = [c.estimate_cost_usd(query.tokens) for c in candidates]
+        texts = [a.response for a in attempts]
+        return [self.judge.note(evidence, costs, knob, positions[: i + 1], texts[: i + 1]) for i in range(len(attempts))]
 
     # -- deciding ------------------------------------------------------------------------------
     def _state(self, candidates, attempts):
@@ -533,5 +545,19 @@ def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any)
     if overrides:
         config = PolicyConfig(**{**config.__dict__, **overrides})
     evidence = load_evidence(source) if config.shortlist else None
+    judge = load_judge(source) if evidence is not None else None
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
-    return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence)
+    return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence, judge=judge)
+
+
+def load_judge(path: str | Path):
+    """The answer judge saved with a checkpoint (``answer_judge.json``), or None. A checkpoint
+    whose config asks for one (``env.answer_judge``) but lacks the file is refused."""
+    from routerl.routers.cascade import JUDGE_FILE, AnswerJudge
+
+    path = Path(path)
+    if (path / JUDGE_FILE).exists():
+        return AnswerJudge.load(path / JUDGE_FILE)
+    if path.is_dir() and (read_checkpoint_config(path).get("env") or {}).get("answer_judge"):
+        raise ValueError(f"{path}: the config sets env.answer_judge but {JUDGE_FILE} is missing")
+    return None

@@ -226,12 +226,25 @@ def choose_margin(
 ) -> tuple[float, int, dict]:
     """The (margin, max_rounds) of ``margins`` x ``rounds_grid`` with the best val AIQ, seen pool
     (ties: fewer rounds, then the margin nearest 0)."""
+    results = val_aiq_grid(router, table, splits, descriptors, margins, rounds_grid)
+    if not results:
+        return margins[len(margins) // 2], max(rounds_grid), {}
+    (margin, rounds), best = max(results.items(), key=lambda kv: (kv[1], -kv[0][1], -abs(kv[0][0])))
+    return margin, rounds, {"val_aiq": round(best, 4), "val_grid": {f"{m:+g}/{r}": round(v, 4) for (m, r), v in results.items()}}
+
+
+def val_aiq_grid(
+    router: CascadeRouter, table: OutcomeTable, splits, descriptors: dict[str, ModelDescriptor],
+    margins: Sequence[float], rounds_grid: Sequence[int],
+) -> dict[tuple[float, int], float]:
+    """``{(margin, max_rounds): AIQ}`` of ``router``'s rule on the val prompts (seen pool, the
+    default knob sweep, recorded answers; empty without val prompts)."""
     from routerl.eval.frontier import aiq
     from routerl.eval.runner import DEFAULT_KNOBS
 
     prompts = table.prompts_in("val")
     if prompts.size == 0:
-        return margins[len(margins) // 2], max(rounds_grid), {}
+        return {}
     seen = table.seen_mask(splits) & table.priced
     queries = recorded_queries(table, prompts)
     router.prepare(queries)
@@ -251,9 +264,8 @@ def choose_margin(
         for margin in margins:
             points = [_simulate(cases, router.check, k, margin, rounds) for k in DEFAULT_KNOBS]
             cost, acc = zip(*points)
-            results[(margin, rounds)] = aiq(cost, acc, c_max or max(cost))
-    (margin, rounds), best = max(results.items(), key=lambda kv: (kv[1], -kv[0][1], -abs(kv[0][0])))
-    return margin, rounds, {"val_aiq": round(best, 4), "val_grid": {f"{m:+g}/{r}": round(v, 4) for (m, r), v in results.items()}}
+            results[(float(margin), int(rounds))] = aiq(cost, acc, c_max or max(cost))
+    return results
 
 
 def _simulate(cases, check: AnswerCheck, knob: float, margin: float, rounds: int) -> tuple[float, float]:
@@ -308,3 +320,39 @@ def fit_cascade_router(
     log.info("cascade router on %s: margin %+g, max_rounds %d, %s", table.name, router.margin, router.max_rounds,
              {k: v for k, v in info.items() if k not in ("check", "val_grid")})
     return router
+
+
+def fit_pooled_judge(sources, evidence, max_rounds: int, seed: int = 0, margins: Sequence[float] = MARGINS) -> tuple[AnswerJudge, dict]:
+    """The policy's answer judge over several tables: the answer check fit on every table's
+    seen-model train answers, with the estimates the training episodes show (``evidence``: a
+    ``CrossFitLearnedRouter``; a train prompt's estimate comes from its fold's regressor), and
+    the margin of ``margins`` with the best mean val AIQ over the tables at ``max_rounds``.
+    ``sources``: ``[(table, splits)]``. Returns the judge and ``info`` (rows, val grid)."""
+    xs, labels = [], []
+    for table, splits in sources:
+        if table.responses is None:
+            raise ValueError(f"{table.name}: the answer judge reads answers; the table has no responses file")
+        x, y, prompts, models = seen_model_pairs(
+            table, splits, "train", seen_descriptors(table, splits), evidence.features, evidence.embedder, with_prompts=True, with_models=True
+        )
+        folds = np.array([evidence.fold_of.get(table.prompt_ids[p], -1) for p in prompts], dtype=int)
+        estimates = np.empty(len(y))
+        for f in np.unique(folds):
+            model = evidence.model if f < 0 else evidence.fold_models[f]
+            rows = folds == f
+            estimates[rows] = np.clip(model.predict(x[rows]), 0.0, 1.0)
+        rx, ry = answer_check_rows(table, estimates, y, prompts, models, seed)
+        xs.append(rx)
+        labels.append(ry)
+    check = fit_answer_check(np.concatenate(xs), np.concatenate(labels))
+    serving = evidence.serving()
+    grids = [
+        val_aiq_grid(CascadeRouter(serving, check, 0.0, max_rounds), table, splits, seen_descriptors(table, splits), margins, (max_rounds,))
+        for table, splits in sources
+    ]
+    grids = [g for g in grids if g]
+    mean = {m: float(np.mean([g[(float(m), int(max_rounds))] for g in grids])) for m in margins} if grids else {}
+    margin = max(mean, key=lambda m: (mean[m], -abs(m))) if mean else 0.0
+    info = {"check_rows": int(sum(len(l) for l in labels)), "margin": margin, "val_aiq_by_margin": {f"{m:+g}": round(v, 4) for m, v in mean.items()}}
+    log.info("answer judge: %s", info)
+    return AnswerJudge(check, float(margin)), info

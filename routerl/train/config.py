@@ -135,6 +135,11 @@ class EnvSection:
             prompts, ``routerl.routers.learned_evidence``), its ``options`` and the sentence
             ``embedder``; its probe index is saved with the adapter (``evidence.npz``, and the
             learned regressor as ``learned.npz``) so serving needs no outcome table.
+        answer_judge: shortlist mode with the ``learned`` evidence: fit an answer judge
+            (``routerl.routers.cascade.AnswerJudge``: the ``cascade`` router's answer check and
+            escalation rule, on the evidence router's cross-fitted estimates, margin chosen on val)
+            whose note (``check 0.31; [2] +0.12``) ends each ``<info>`` block the policy reads;
+            saved with the adapter as ``answer_judge.json``.
     """
 
     min_pool: int = 2
@@ -147,6 +152,7 @@ class EnvSection:
     shortlist: int = 0
     shortlist_order: str = "random"
     evidence: dict[str, Any] = field(default_factory=lambda: {"router": "knn-probe", "options": {}, "embedder": "minilm"})
+    answer_judge: bool = False
 
     def validate(self) -> None:
         self.knobs = [float(k) for k in self.knobs]
@@ -166,10 +172,12 @@ class EnvSection:
             unknown = sorted(set(ev["options"]) - set(EVIDENCE_OPTIONS))
             if unknown:
                 raise ConfigError(f"env.evidence.options.{unknown[0]}", f"unknown option of the learned evidence router (known: {', '.join(EVIDENCE_OPTIONS)})")
+        if self.answer_judge and not (self.shortlist and ev["router"] == "learned"):
+            raise ConfigError("env.answer_judge", "needs shortlist mode with the learned evidence router (env.shortlist > 0, env.evidence.router: learned)")
         self.build()
 
     def build(self) -> EnvConfig:
-        raw = {k: v for k, v in dataclasses.asdict(self).items() if k != "evidence"}
+        raw = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("evidence", "answer_judge")}
         try:
             return EnvConfig(**{**raw, "knobs": tuple(self.knobs)})
         except ValueError as exc:
@@ -335,7 +343,8 @@ class SftSection:
             and costs of train prompts).
         escalation: descriptor teacher, after a wrong answer: ``wrong`` (escalate whenever the
             answer was wrong) or ``gain`` (only when the next candidate's recorded score gain
-            exceeds the knob times the extra call's cost: ``routerl.train.teacher``).
+            exceeds the knob times the extra call's cost: ``routerl.train.teacher``) or ``check``
+            (as the answer judge's note says; needs ``env.answer_judge``).
         think_fraction: share of examples whose completion carries a short rationale in
             ``<think>``; the rest act directly (so fast mode is trained too).
         learning_rate: AdamW learning rate.
@@ -350,7 +359,7 @@ class SftSection:
     """
 
     teacher: Literal["descriptor", "oracle"] = "descriptor"
-    escalation: Literal["wrong", "gain"] = "wrong"
+    escalation: Literal["wrong", "gain", "check"] = "wrong"
     think_fraction: float = 0.5
     learning_rate: float = 2e-4
     max_steps: int = -1
@@ -536,6 +545,8 @@ class TrainConfig:
             raise ConfigError("policy.max_rounds", f"must equal env.max_rounds ({self.env.max_rounds}) or be null, got {self.policy.max_rounds}")
         if self.policy.prompt_style != "verbose" and not self.env.shortlist:
             raise ConfigError("policy.prompt_style", f"{self.policy.prompt_style!r} needs shortlist mode (env.shortlist > 0)")
+        if self.sft.escalation == "check" and not self.env.answer_judge:
+            raise ConfigError("sft.escalation", "'check' follows the answer judge's note: set env.answer_judge: true")
         if self.stage != "sft" and self.grpo.num_generations < 2:
             raise ConfigError("grpo.num_generations", "must be >= 2")
 

@@ -22,6 +22,7 @@ from routerl.data.synthetic import SyntheticWorld
 from routerl.env import Episode, RoutingEnv
 from routerl.policy.prompt import episode_prompt
 from routerl.policy.router import EVIDENCE_FILE
+from routerl.routers.cascade import JUDGE_FILE, fit_pooled_judge
 from routerl.routers.learned_evidence import LEARNED_FILE, CrossFitLearnedRouter, fit_pooled_evidence, save_learned
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.registry import RouterResources, build_router
@@ -50,6 +51,10 @@ def build_envs(config) -> list[RoutingEnv]:
             )
             for env in envs:
                 env.evidence = pooled
+            if config.env.answer_judge:  # its note ends every <info> block (training and serving)
+                judge, _ = fit_pooled_judge([(env.table, env.splits) for env in envs], pooled, env_config.max_rounds, seed=config.seed)
+                for env in envs:
+                    env.judge = judge
         else:
             for env in envs:
                 resources = RouterResources(env.table, env.splits, seed=config.seed, embedder=ev["embedder"])
@@ -59,8 +64,9 @@ def build_envs(config) -> list[RoutingEnv]:
 
 def save_evidence(envs: list[RoutingEnv], path: Path) -> None:
     """What a served policy needs to rebuild its evidence router without the outcome tables: the
-    evidence routers' probe index (all envs merged) as ``path/evidence.npz`` and, for the
-    ``learned`` evidence, its regressor as ``path/learned.npz``. No-op without shortlist."""
+    evidence routers' probe index (all envs merged) as ``path/evidence.npz``; for the ``learned``
+    evidence, its regressor as ``path/learned.npz``; the answer judge, if any, as
+    ``path/answer_judge.json``. No-op without shortlist."""
     routers = list({id(env.evidence): env.evidence for env in envs if env.evidence is not None}.values())
     if not routers:
         return
@@ -69,6 +75,9 @@ def save_evidence(envs: list[RoutingEnv], path: Path) -> None:
     for router in routers:
         if isinstance(router, CrossFitLearnedRouter):
             save_learned(router.serving(), path / LEARNED_FILE)
+    judges = [env.judge for env in envs if env.judge is not None]
+    if judges:
+        judges[0].save(path / JUDGE_FILE)
 
 
 def fresh(episode: Episode) -> Episode:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_checkpoint_config
+from routerl.routers.cascade import JUDGE_FILE
 from routerl.routers.learned_evidence import LEARNED_FILE
 
 WEIGHTS = "adapter_model.safetensors"
@@ -58,6 +59,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     env = raw.get("env") or {}
     if env.get("shortlist") and (env.get("evidence") or {}).get("router") == "learned" and not (src / LEARNED_FILE).exists():
         raise FileNotFoundError(f"{src}: no {LEARNED_FILE} (the learned evidence router's regressor, saved with the final adapter)")
+    if env.get("answer_judge") and not (src / JUDGE_FILE).exists():
+        raise FileNotFoundError(f"{src}: no {JUDGE_FILE} (the answer judge, saved with the final adapter)")
     base = (raw.get("model") or {}).get("base")
     if base == "tiny":
         raise ValueError(f"{src}: a tiny test model's adapter cannot be the shipped default")
@@ -82,8 +85,9 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
         shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
     elif env.get("shortlist"):
         evidence_index(raw).save(dst / EVIDENCE_FILE)
-    if (src / LEARNED_FILE).exists():
-        shutil.copy2(src / LEARNED_FILE, dst / LEARNED_FILE)
+    for name in (LEARNED_FILE, JUDGE_FILE):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
     return sorted(dst.iterdir())
 
 

@@ -9,6 +9,10 @@
   candidate's true score minus the last one's exceeds ``knob * 1000 * cost`` of the extra call (a
   wrong answer that the next model would get wrong too, or whose fix costs more than the knob
   allows, is accepted): the label a policy should learn when escalations must pay for themselves.
+  With ``escalation="check"`` it follows the env's answer judge (``routerl.routers.cascade``):
+  it escalates to the candidate the note names when the note's value is positive, else accepts.
+  It reads no outcome, only what the policy reads in the ``<info>`` note, so the policy can learn
+  the same decision.
 * ``oracle``: the cost-aware oracle on true scores and costs (train prompts only): routes to
   ``argmax score - knob * 1000 * cost`` (ties: cheaper) and accepts its answer.
 
@@ -26,7 +30,7 @@ from routerl.env.actions import format_accept, format_route
 from routerl.routers.base import USD_SCALE
 
 TEACHERS = ("descriptor", "oracle")
-ESCALATIONS = ("wrong", "gain")  # descriptor teacher: escalate after any wrong answer | only when it pays
+ESCALATIONS = ("wrong", "gain", "check")  # descriptor teacher: after any wrong answer | only when it pays | as the answer judge says
 
 
 def expected_scores(episode: Episode) -> np.ndarray:
@@ -79,6 +83,13 @@ def next_choice(episode: Episode, teacher: str, escalation: str = "wrong") -> tu
     if escalation not in ESCALATIONS:
         raise ValueError(f"unknown escalation {escalation!r}; expected one of {', '.join(ESCALATIONS)}")
     last = episode.calls[-1]
+    if escalation == "check" and teacher == "descriptor":
+        if episode.judge is None or episode.spec.evidence is None:
+            raise ValueError("escalation 'check' needs an answer judge on the env (env.answer_judge: true, shortlist mode)")
+        p, k, value = episode.judge_now()
+        if k is not None and value > 0:
+            return k, f"check {p:.2f}; [{k + 1}] pays {value:+.2f}"
+        return None, f"check {p:.2f}; keep [{last + 1}]"
     if teacher == "oracle" or episode.scores[last] >= 0.5:
         return None, f"[{last + 1}] answered; keep it"
     knob = episode.spec.knob
