@@ -129,3 +129,16 @@ def test_judge_travels_with_a_checkpoint(tmp_path, synthetic_world, judge):
     with pytest.raises(ConfigError, match="env.answer_judge"):
         load_config("configs/grpo_tiny.yaml", [overrides[0], "env.answer_judge=true", "model.base=tiny"])
     assert (tmp_path / EVIDENCE_FILE).exists()
+
+
+def test_sft_examples_can_be_balanced_toward_escalations():
+    from routerl.train.sft import escalates, pick_examples
+
+    keep = ("p", ["<route>1</route>", "<info>..</info>", "<accept/>"])
+    esc = ("p", ["<route>1</route>", "<info>..</info>", "<route>2</route>"])
+    assert escalates(esc[1]) and not escalates(keep[1]) and not escalates(["<route>1</route>"])
+    played = [keep] * 9 + [esc] + [keep] * 5 + [esc] * 5
+    assert pick_examples(played, 10, 0.0) == played[:10]
+    picked = pick_examples(played, 10, 0.3)
+    assert len(picked) == 10 and sum(escalates(p) for _, p in picked) == 3
+    assert sum(escalates(p) for _, p in pick_examples(played, 10, 1.0)) == 6  # as many as there are

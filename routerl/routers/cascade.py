@@ -78,9 +78,10 @@ def next_call(
 @dataclass(frozen=True)
 class AnswerJudge:
     """The cascade's accept/escalate rule as a note the policy reads after each answer (training
-    ``<info>`` blocks and served transcripts alike): ``check 0.31; [2] +0.12`` = the answer is right
-    with probability 0.31 and calling candidate 2 is worth +0.12 after its cost (``escalation``);
-    a negative value says keep the answer. Saved as ``JUDGE_FILE`` beside the adapter."""
+    ``<info>`` blocks and served transcripts alike): ``check 0.31: call [2] (+0.12)`` = the answer
+    is right with probability 0.31 and calling candidate 2 is worth +0.12 after its cost
+    (``escalation``); ``check 0.93: keep (-0.20)`` when the best next call is not worth it. Saved
+    as ``JUDGE_FILE`` beside the adapter."""
 
     check: AnswerCheck
     margin: float = 0.0
@@ -97,7 +98,9 @@ class AnswerJudge:
 
     @staticmethod
     def format(p: float, k: int | None, value: float) -> str:
-        return f"check {p:.2f}; " + (f"[{k + 1}] {value:+.2f}" if k is not None else "nobody left")
+        if k is None:
+            return f"check {p:.2f}: keep (nobody left)"
+        return f"check {p:.2f}: " + (f"call [{k + 1}] ({value:+.2f})" if value > 0 else f"keep ({value:+.2f})")
 
     def to_dict(self) -> dict:
         return {**self.check.to_dict(), "margin": self.margin}

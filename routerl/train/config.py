@@ -345,6 +345,10 @@ class SftSection:
             answer was wrong) or ``gain`` (only when the next candidate's recorded score gain
             exceeds the knob times the extra call's cost: ``routerl.train.teacher``) or ``check``
             (as the answer judge's note says; needs ``env.answer_judge``).
+        min_escalation_share: at least this share of the examples are trajectories in which the
+            teacher escalates (drawn from up to 8x more sampled episodes; 0 = as sampled).
+            Escalation is rare on the shared data, and a warm start that sees few learns to always
+            accept.
         think_fraction: share of examples whose completion carries a short rationale in
             ``<think>``; the rest act directly (so fast mode is trained too).
         learning_rate: AdamW learning rate.
@@ -360,6 +364,7 @@ class SftSection:
 
     teacher: Literal["descriptor", "oracle"] = "descriptor"
     escalation: Literal["wrong", "gain", "check"] = "wrong"
+    min_escalation_share: float = 0.0
     think_fraction: float = 0.5
     learning_rate: float = 2e-4
     max_steps: int = -1
@@ -374,6 +379,8 @@ class SftSection:
     def validate(self) -> None:
         if not 0.0 <= self.think_fraction <= 1.0:
             raise ConfigError("think_fraction", f"must be in [0, 1], got {self.think_fraction}")
+        if not 0.0 <= self.min_escalation_share <= 1.0:
+            raise ConfigError("min_escalation_share", f"must be in [0, 1], got {self.min_escalation_share}")
         _positive(self, "learning_rate")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ConfigError("max_steps", f"must be > 0, or -1 to use epochs, got {self.max_steps}")

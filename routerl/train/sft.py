@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from routerl.env.actions import ROUTE_OPEN
 from routerl.policy.prompt import encode
 from routerl.train.callbacks import ExtraLogsMixin
 from routerl.train.config import TrainConfig
@@ -49,14 +50,38 @@ def build_sft_dataset(config: TrainConfig, envs, tokenizer):
     """A ``datasets.Dataset`` of teacher trajectories on freshly sampled training episodes."""
     from datasets import Dataset
 
-    n = config.data.n_sft_episodes
-    bank = EpisodeBank.sample(envs, tokenizer, n, seed=config.data.seed + 1, max_query_chars=config.policy.max_query_chars, style=config.policy.prompt_style)
+    n, share = config.data.n_sft_episodes, config.sft.min_escalation_share
+    pool = n * (ESCALATION_POOL if share > 0 else 1)
+    bank = EpisodeBank.sample(envs, tokenizer, pool, seed=config.data.seed + 1, max_query_chars=config.policy.max_query_chars, style=config.policy.prompt_style)
     rng = np.random.default_rng(config.seed)
-    rows = []
+    played = []
     for episode, prompt in zip(bank.episodes, bank.prompts):
         think = bool(rng.random() < config.sft.think_fraction)
-        rows.append(sft_example(tokenizer, prompt, trajectory(episode, config.sft.teacher, think, config.sft.escalation)))
-    return Dataset.from_list(rows)
+        played.append((prompt, trajectory(episode, config.sft.teacher, think, config.sft.escalation)))
+    chosen = pick_examples(played, n, share)
+    escalating = sum(escalates(pieces) for _, pieces in chosen)
+    log.info("SFT examples: %d teacher trajectories, %d escalate (%d of the first %d sampled did)",
+             len(chosen), escalating, sum(escalates(p) for _, p in played[:n]), min(n, len(played)))
+    return Dataset.from_list([sft_example(tokenizer, prompt, pieces) for prompt, pieces in chosen])
+
+
+ESCALATION_POOL = 8  # with min_escalation_share: episodes sampled per example, at most
+
+
+def escalates(pieces: list[str]) -> bool:
+    """Whether a teacher trajectory ``[turn, info, turn, ...]`` routes more than once."""
+    return sum(ROUTE_OPEN in turn for turn in pieces[::2]) > 1
+
+
+def pick_examples(played: list, n: int, share: float) -> list:
+    """``n`` of the ``(prompt, pieces)`` trajectories, in sampled order: the first ones, except
+    that escalating trajectories are taken first until ``share`` of ``n`` escalate (as many as
+    there are)."""
+    want = int(round(share * n))
+    up = [i for i, (_, p) in enumerate(played) if escalates(p)][:want]
+    taken = set(up)
+    rest = [i for i in range(len(played)) if i not in taken][: n - len(up)]
+    return [played[i] for i in sorted(up + rest)]
 
 
 def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path:

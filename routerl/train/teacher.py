@@ -88,8 +88,8 @@ def next_choice(episode: Episode, teacher: str, escalation: str = "wrong") -> tu
             raise ValueError("escalation 'check' needs an answer judge on the env (env.answer_judge: true, shortlist mode)")
         p, k, value = episode.judge_now()
         if k is not None and value > 0:
-            return k, f"check {p:.2f}; [{k + 1}] pays {value:+.2f}"
-        return None, f"check {p:.2f}; keep [{last + 1}]"
+            return k, f"check {p:.2f}: call [{k + 1}]"
+        return None, f"check {p:.2f}: keep [{last + 1}]"
     if teacher == "oracle" or episode.scores[last] >= 0.5:
         return None, f"[{last + 1}] answered; keep it"
     knob = episode.spec.knob
