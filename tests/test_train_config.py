@@ -32,6 +32,9 @@ def test_smollm2_config_loads(monkeypatch, tmp_path):
     assert cfg.data.tables == [str(tmp_path / "zeroeval.jsonl.gz")] and cfg.data.splits == str(tmp_path / "splits.json")
 
 
+JUDGE_RUN = ["env.max_rounds=3", "env.answer_judge=true", "sft.escalation=check", "sft.min_escalation_share=0.3"]
+
+
 def test_default_policy_config_loads(monkeypatch, tmp_path):
     for name in ("zeroeval.jsonl.gz", "mmlupro.jsonl.gz", "splits.json"):
         (tmp_path / name).write_text("")
@@ -40,8 +43,10 @@ def test_default_policy_config_loads(monkeypatch, tmp_path):
     assert cfg.model.base == "smollm2-135m-instruct" and len(cfg.data.tables) == 2
     assert cfg.env.shortlist == 3 and cfg.env.shortlist_order == "value" and cfg.env.evidence["router"] == "learned"
     assert cfg.policy_config.prompt_style == "dense" and cfg.policy_config.shortlist == 3 and cfg.policy_config.dtype == "bfloat16"
-    assert cfg.policy_config.engine == "fused" and cfg.sft.escalation == "check"
-    assert cfg.env.answer_judge and cfg.env.max_rounds == 3 == cfg.policy_config.max_rounds
+    assert cfg.policy_config.engine == "fused" and cfg.sft.escalation == "gain" and not cfg.env.answer_judge
+    assert cfg.env.max_rounds == 2 == cfg.policy_config.max_rounds
+    judged = load_config(REPO / "configs" / "policy_smollm2.yaml", JUDGE_RUN)  # the experiment in docs/results.md
+    assert judged.env.answer_judge and judged.sft.escalation == "check" and judged.policy_config.max_rounds == 3
     with pytest.raises(ValueError, match="env.evidence.router"):
         load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: cluster-probe}"])
 
