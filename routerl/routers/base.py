@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -51,6 +51,11 @@ def knob_for_mode(mode: str) -> float:
 def utility(score: np.ndarray | float, cost_usd: np.ndarray | float, knob: float):
     """``score - knob * cost_usd * 1000`` (see the module docstring)."""
     return score - knob * np.asarray(cost_usd) * USD_SCALE
+
+
+def best_value(u: Sequence[float], costs: Sequence[float], allowed: Iterable[int]) -> int:
+    """The position in ``allowed`` with the highest utility ``u`` (ties: lower cost, then position)."""
+    return min(allowed, key=lambda k: (-u[k], costs[k], k))
 
 
 def estimate_prompt_tokens(text: str) -> float:

@@ -39,7 +39,7 @@ from routerl.data.outcomes import OutcomeTable
 from routerl.data.splits import Splits
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.answer_check import Answer, AnswerCheck, check_features, fit_answer_check
-from routerl.routers.base import USD_SCALE, Attempt, Decision, Query, Router, utility
+from routerl.routers.base import USD_SCALE, Attempt, Decision, Query, Router, best_value, utility
 from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_learned_router, fit_regressor, seen_descriptors, seen_model_pairs
 from routerl.routers.recorded import recorded_queries
 
@@ -61,18 +61,20 @@ def escalation(
     left = [k for k in range(len(estimates)) if k not in done]
     if not left:
         return None, float("nan")
-    u = utility(estimates, costs, knob)
-    best = min(left, key=lambda k: (-u[k], costs[k], k))
+    best = best_value(utility(estimates, costs, knob), costs, left)
     return best, float(estimates[best]) - p_last - knob * USD_SCALE * float(costs[best]) - margin
+
+
+def worth_calling(k: int | None, value: float) -> int | None:
+    """``k`` when calling it is worth its cost (``escalation``'s value above 0), else None."""
+    return k if k is not None and value > 0 else None
 
 
 def next_call(
     estimates: np.ndarray, costs: np.ndarray, knob: float, called: Sequence[int], p_last: float, margin: float
 ) -> int | None:
-    """The candidate position to call next (``escalation`` with a positive value), or None to
-    accept the last answer."""
-    k, value = escalation(estimates, costs, knob, called, p_last, margin)
-    return k if k is not None and value > 0 else None
+    """The candidate position to call next, or None to accept the last answer."""
+    return worth_calling(*escalation(estimates, costs, knob, called, p_last, margin))
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,17 @@ class AnswerJudge:
     check: AnswerCheck
     margin: float = 0.0
 
-    def judge(self, estimates, costs, knob: float, called: Sequence[int], texts: Sequence[str]) -> tuple[float, int | None, float]:
-        """``(p, next position or None, value)`` after the answers ``texts`` of ``called`` (same order)."""
+    def judge(self, estimates, costs, knob: float, called: Sequence[int | None], texts: Sequence[str]) -> tuple[float, int | None, float]:
+        """``(p, next position or None, value)`` after the answers ``texts`` of ``called`` (same
+        order; a None position, a model outside the candidates, counts with estimate 0.5)."""
         answers = [Answer(float(estimates[k]) if k is not None else 0.5, t) for k, t in zip(called, texts)]
+        return self.decide(answers, estimates, costs, knob, [c for c in called if c is not None])
+
+    def decide(self, answers: Sequence[Answer], estimates, costs, knob: float, called: Sequence[int]) -> tuple[float, int | None, float]:
+        """``judge`` on ``Answer`` objects (the last one is judged, the others are its peers) and
+        the candidate positions called so far."""
         p = self.check.prob(answers[-1], answers[:-1])
-        k, value = escalation(np.asarray(estimates, float), np.asarray(costs, float), knob, [c for c in called if c is not None], p, self.margin)
+        k, value = escalation(np.asarray(estimates, float), np.asarray(costs, float), knob, called, p, self.margin)
         return p, k, value
 
     def note(self, estimates, costs, knob: float, called: Sequence[int], texts: Sequence[str]) -> str:
@@ -100,7 +108,7 @@ class AnswerJudge:
     def format(p: float, k: int | None, value: float) -> str:
         if k is None:
             return f"check {p:.2f}: keep (nobody left)"
-        return f"check {p:.2f}: " + (f"call [{k + 1}] ({value:+.2f})" if value > 0 else f"keep ({value:+.2f})")
+        return f"check {p:.2f}: " + (f"call [{k + 1}] ({value:+.2f})" if worth_calling(k, value) is not None else f"keep ({value:+.2f})")
 
     def to_dict(self) -> dict:
         return {**self.check.to_dict(), "margin": self.margin}
@@ -121,19 +129,27 @@ class AnswerJudge:
 
 
 class CascadeRouter(Router):
-    """Multi-round: ``first`` routes round 1; ``check`` judges each answer (module docstring)."""
+    """Multi-round: ``first`` routes round 1; ``judge`` (its answer check and margin) decides
+    after each answer (module docstring)."""
 
     name = "cascade"
 
-    def __init__(self, first: LearnedRouter, check: AnswerCheck, margin: float = 0.0, max_rounds: int = 3, info: dict | None = None):
+    def __init__(self, first: LearnedRouter, judge: AnswerJudge, max_rounds: int = 3, info: dict | None = None):
         if max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1, got {max_rounds}")
         self.first = first
-        self.check = check
-        self.margin = float(margin)
+        self.judge = judge
         self.max_rounds = int(max_rounds)
         self.info = dict(info or {})
         self._memo: tuple | None = None
+
+    @property
+    def check(self) -> AnswerCheck:
+        return self.judge.check
+
+    @property
+    def margin(self) -> float:
+        return self.judge.margin
 
     def prepare(self, queries) -> None:
         prepare = getattr(self.first, "prepare", None)
@@ -155,12 +171,10 @@ class CascadeRouter(Router):
         if not attempts:
             return self._route(candidates, estimates, costs, knob)
         position = {c.id: k for k, c in enumerate(candidates)}
-        called = [position[a.model_id] for a in attempts if a.model_id in position]
-        answers = [Answer(float(estimates[position[a.model_id]]) if a.model_id in position else 0.5, a.response) for a in attempts]
-        p = self.check.prob(answers[-1], answers[:-1])
+        p, k, value = self.judge.judge(estimates, costs, knob, [position.get(a.model_id) for a in attempts], [a.response for a in attempts])
         think = f"check {p:.2f}"
         if len(attempts) < self.max_rounds:
-            k = next_call(estimates, costs, knob, called, p, self.margin)
+            k = worth_calling(k, value)
             if k is not None:
                 return Decision("route", candidates[k].id, [(candidates[k].id, 1.0)], think, float(costs[k]), self.name)
         return Decision("accept", attempts[-1].model_id, [], think, 0.0, self.name)
@@ -265,21 +279,20 @@ def val_aiq_grid(
     results = {}
     for rounds in rounds_grid:
         for margin in margins:
-            points = [_simulate(cases, router.check, k, margin, rounds) for k in DEFAULT_KNOBS]
+            judge = AnswerJudge(router.check, float(margin))
+            points = [_simulate(cases, judge, k, rounds) for k in DEFAULT_KNOBS]
             cost, acc = zip(*points)
             results[(float(margin), int(rounds))] = aiq(cost, acc, c_max or max(cost))
     return results
 
 
-def _simulate(cases, check: AnswerCheck, knob: float, margin: float, rounds: int) -> tuple[float, float]:
+def _simulate(cases, judge: AnswerJudge, knob: float, rounds: int) -> tuple[float, float]:
     """Mean (USD per 1k queries, score) of the cascade over recorded ``cases`` at ``knob``."""
     total_cost = total_score = 0.0
     for js, estimates, costs, answers, scores, true_costs in cases:
-        u = utility(estimates, costs, knob)
-        called = [min(range(len(js)), key=lambda k: (-u[k], costs[k], k))]
+        called = [best_value(utility(estimates, costs, knob), costs, range(len(js)))]
         while len(called) < rounds:
-            p = check.prob(answers[called[-1]], [answers[k] for k in called[:-1]])
-            k = next_call(estimates, costs, knob, called, p, margin)
+            k = worth_calling(*judge.decide([answers[c] for c in called], estimates, costs, knob, called)[1:])
             if k is None:
                 break
             called.append(k)
@@ -312,11 +325,12 @@ def fit_cascade_router(
     x, correct = answer_check_rows(table, estimates, scores, prompts, models, seed)
     check = fit_answer_check(x, correct)
     info = {"check_rows": int(len(correct)), "check": check.to_dict()}
-    router = CascadeRouter(first, check, margin or 0.0, max_rounds or max(ROUNDS), info)
+    router = CascadeRouter(first, AnswerJudge(check, margin or 0.0), max_rounds or max(ROUNDS), info)
     if margin is None or max_rounds is None:
         margins = MARGINS if margin is None else (float(margin),)
         rounds_grid = ROUNDS if max_rounds is None else (int(max_rounds),)
-        router.margin, router.max_rounds, grid = choose_margin(router, table, splits, seen_descriptors(table, splits), margins, rounds_grid)
+        chosen, router.max_rounds, grid = choose_margin(router, table, splits, seen_descriptors(table, splits), margins, rounds_grid)
+        router.judge = AnswerJudge(check, chosen)
         info.update(grid)
     info.update(margin=router.margin, max_rounds=router.max_rounds)
     router.info = info
@@ -338,19 +352,14 @@ def fit_pooled_judge(sources, evidence, max_rounds: int, seed: int = 0, margins:
         x, y, prompts, models = seen_model_pairs(
             table, splits, "train", seen_descriptors(table, splits), evidence.features, evidence.embedder, with_prompts=True, with_models=True
         )
-        folds = np.array([evidence.fold_of.get(table.prompt_ids[p], -1) for p in prompts], dtype=int)
-        estimates = np.empty(len(y))
-        for f in np.unique(folds):
-            model = evidence.model if f < 0 else evidence.fold_models[f]
-            rows = folds == f
-            estimates[rows] = np.clip(model.predict(x[rows]), 0.0, 1.0)
+        estimates = evidence.predict_rows(x, [table.prompt_ids[p] for p in prompts])
         rx, ry = answer_check_rows(table, estimates, y, prompts, models, seed)
         xs.append(rx)
         labels.append(ry)
     check = fit_answer_check(np.concatenate(xs), np.concatenate(labels))
     serving = evidence.serving()
     grids = [
-        val_aiq_grid(CascadeRouter(serving, check, 0.0, max_rounds), table, splits, seen_descriptors(table, splits), margins, (max_rounds,))
+        val_aiq_grid(CascadeRouter(serving, AnswerJudge(check), max_rounds), table, splits, seen_descriptors(table, splits), margins, (max_rounds,))
         for table, splits in sources
     ]
     grids = [g for g in grids if g]

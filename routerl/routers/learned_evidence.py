@@ -55,8 +55,21 @@ class CrossFitLearnedRouter(LearnedRouter):
         self.fold_of = dict(fold_of)
 
     def model_for(self, query: Query):
-        fold = self.fold_of.get(query.prompt_id) if query.prompt_id is not None else None
+        return self._model_for_id(query.prompt_id)
+
+    def _model_for_id(self, prompt_id: str | None):
+        fold = self.fold_of.get(prompt_id) if prompt_id is not None else None
         return self.model if fold is None else self.fold_models[fold]
+
+    def predict_rows(self, x: np.ndarray, prompt_ids: Sequence[str]) -> np.ndarray:
+        """Estimates in [0, 1] of feature rows ``x`` ``(n, F)``, row i by the regressor for
+        ``prompt_ids[i]`` (``model_for``'s choice), ``(n,)``: many prompts in one pass per model."""
+        out = np.empty(len(x))
+        models = [self._model_for_id(pid) for pid in prompt_ids]
+        for model in {id(m): m for m in models}.values():
+            rows = np.array([m is model for m in models], dtype=bool)
+            out[rows] = np.clip(model.predict(x[rows]), 0.0, 1.0)
+        return out
 
     def serving(self) -> LearnedRouter:
         """The router serving uses: the full regressor, no folds."""

@@ -27,7 +27,8 @@ import numpy as np
 from routerl.descriptors.render import format_usd_per_1k
 from routerl.env import Episode
 from routerl.env.actions import format_accept, format_route
-from routerl.routers.base import USD_SCALE
+from routerl.routers.base import USD_SCALE, best_value
+from routerl.routers.cascade import worth_calling
 
 TEACHERS = ("descriptor", "oracle")
 ESCALATIONS = ("wrong", "gain", "check")  # descriptor teacher: after any wrong answer | only when it pays | as the answer judge says
@@ -50,11 +51,7 @@ def expected_scores(episode: Episode) -> np.ndarray:
 
 def estimated_costs(episode: Episode) -> np.ndarray:
     """Per candidate: the descriptor's estimated USD cost of this query. ``(K,)``."""
-    return np.asarray([d.estimate_cost_usd(episode.spec.query.tokens) for d in episode.spec.descriptors])
-
-
-def _best(utility: np.ndarray, cost: np.ndarray, allowed: list[int]) -> int:
-    return min(allowed, key=lambda k: (-utility[k], cost[k], k))
+    return np.asarray(episode.estimated_costs())
 
 
 def _rationale(episode: Episode, k: int, score: float, cost: float) -> str:
@@ -69,9 +66,9 @@ def first_choice(episode: Episode, teacher: str) -> tuple[int, str]:
     K = len(episode.spec.pool)
     if teacher == "oracle":
         true_u = np.asarray(episode.scores) - knob * USD_SCALE * np.asarray(episode.costs)
-        k = _best(true_u, np.asarray(episode.costs), list(range(K)))
+        k = best_value(true_u, np.asarray(episode.costs), list(range(K)))
     elif teacher == "descriptor":
-        k = _best(exp - knob * USD_SCALE * est, est, list(range(K)))
+        k = best_value(exp - knob * USD_SCALE * est, est, list(range(K)))
     else:
         raise ValueError(f"unknown teacher {teacher!r}; expected one of {', '.join(TEACHERS)}")
     return k, _rationale(episode, k, exp[k], est[k])
@@ -87,7 +84,7 @@ def next_choice(episode: Episode, teacher: str, escalation: str = "wrong") -> tu
         if episode.judge is None or episode.spec.evidence is None:
             raise ValueError("escalation 'check' needs an answer judge on the env (env.answer_judge: true, shortlist mode)")
         p, k, value = episode.judge_now()
-        if k is not None and value > 0:
+        if worth_calling(k, value) is not None:
             return k, f"check {p:.2f}: call [{k + 1}]"
         return None, f"check {p:.2f}: keep [{last + 1}]"
     if teacher == "oracle" or episode.scores[last] >= 0.5:
@@ -98,7 +95,7 @@ def next_choice(episode: Episode, teacher: str, escalation: str = "wrong") -> tu
     if not left:
         return None, f"[{last + 1}] answered; nobody left"
     u = exp - knob * USD_SCALE * est
-    k = _best(u, est, left)
+    k = best_value(u, est, left)
     if u[k] <= 0:
         return None, f"[{last + 1}] may be wrong; no better value left"
     if escalation == "gain" and episode.scores[k] - episode.scores[last] <= knob * USD_SCALE * episode.costs[k]:
