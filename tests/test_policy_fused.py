@@ -76,3 +76,66 @@ def test_scoring_with_the_fused_forward_matches(pair):
     items = [([5, 6], conts), ([7], conts[:2]), ([5, 6, 7, 2], conts)]
     for a, b in zip(packed_logprobs_many(fused, state, items), packed_logprobs_many(model, ref_state, items)):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+@torch.no_grad()
+def test_bfloat16_padded_batches_match_transformers():
+    """In bfloat16 (as served), a padded batch through the fused forward, which projects only the
+    real rows (``real_rows``) and attends with an additive bias, scores what the transformers
+    forward scores for each item alone, within bfloat16 rounding."""
+    torch.set_num_threads(1)
+    model, _ = load_base("tiny", tiny=TinySpec(seed=5))
+    model = model.to(torch.bfloat16).eval()
+    ref_state = run_context(model, [1, 2, 3, 4, 5, 6])
+    fused = FusedLlama(model)
+    state = run_context(fused, [1, 2, 3, 4, 5, 6])
+    conts = [[8, 9], [8, 10], [11]]
+    items = [([5, 6], conts), ([7], conts[:2]), ([5, 6, 7, 2, 9, 4], conts)]
+    batched = packed_logprobs_many(fused, state, items)
+    for (suffix, c), got in zip(items, batched):
+        alone = packed_logprobs(model, ref_state, suffix, c)
+        assert got.shape == alone.shape and torch.allclose(got, alone, atol=0.05), (got, alone)
+        assert int(got.argmax()) == int(alone.argmax())
+
+
+def test_bfloat16_rms_norm_rounds_once_like_the_float32_path():
+    """``FusedLlama._rms`` normalises bfloat16 activations directly: the kernel accumulates in
+    float32 and rounds once, the values transformers gets by upcasting first."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(4, 37, 96, generator=g) * 5).to(torch.bfloat16)
+    assert torch.equal(torch.nn.functional.rms_norm(x, (96,), eps=1e-5), torch.nn.functional.rms_norm(x.float(), (96,), eps=1e-5).to(torch.bfloat16))
+
+
+def test_repeated_rows_are_views_and_leave_the_cached_state_alone(pair):
+    from routerl.policy.scoring import _repeat_rows
+
+    model, _ = pair
+    state = run_context(model, [1, 2, 3, 4])
+    before = [layer.keys.clone() for layer in state.cache.layers]
+    cache = _repeat_rows(fork_cache(state.cache), 3)
+    ref = fork_cache(state.cache)
+    ref.batch_repeat_interleave(3)
+    for a, b, orig, kept in zip(cache.layers, ref.layers, state.cache.layers, before):
+        assert a.keys.shape == b.keys.shape and torch.equal(a.keys, b.keys) and a.keys.stride(0) == 0
+        assert orig.keys.shape[0] == 1 and torch.equal(orig.keys, kept)
+
+
+@torch.no_grad()
+def test_rows_with_their_own_cached_extensions_score_as_alone(pair):
+    """Items that continue different states (a cached knob line of 0, 1 or 3 tokens after a shared
+    system state) share one padded pass and each equals ``packed_logprobs`` after its own state,
+    through the transformers forward and the fused one."""
+    model, fused = pair
+    conts = [[8, 9], [8, 10], [11]]
+    for m in (model, fused):
+        shared = run_context(m, [1, 2, 3, 4])
+        own = [shared, run_context(m, [12], shared), run_context(m, [13, 14, 15], shared)]
+        items = [([5, 6], conts), ([7], conts[:2]), ([5, 6, 7, 2], conts), ([], conts)]
+        states = [own[0], own[2], own[1], own[2]]
+        batched = packed_logprobs_many(m, shared, items, states)
+        for (suffix, c), st, got in zip(items, states, batched):
+            assert torch.allclose(got, packed_logprobs(m, st, suffix, c), atol=1e-4)
+        for layer in shared.cache.layers:
+            assert layer.keys.shape[2] == 4  # the shared state is not extended in place
+    with pytest.raises(ValueError, match="extend"):
+        packed_logprobs_many(model, own[1], items[:2], [shared, own[1]])

@@ -305,7 +305,7 @@ def test_fast_decide_batch_scores_requests_together_with_the_same_numbers(tiny, 
         hook.remove()
         router.evidence.embedder.embed = embed
     # The system message was cached by the one-by-one calls; one pass for all five (compact and
-    # dense: their knob lines differ, so each runs its knob line after the system message).
+    # dense: their knob lines differ, so each row continues its own cached knob line).
     assert len(passes) == 1
     assert embedded[0] == [c.query.text for c in calls]  # the batch's queries are embedded together first
     for a, b in zip(batch, one):

@@ -12,7 +12,12 @@ larger operations:
   gate and up are one (``[576 -> 3072]``): 4 matmuls per layer instead of 7;
 * no module dispatch, hooks or mask preparation per layer (the scorer builds its masks);
 * in the last layer only the rows that reach the output head (``logits_to_keep``) go through the
-  attention output, the MLP and the final norm; every row's keys and values are still computed.
+  attention output, the MLP and the final norm; every row's keys and values are still computed;
+* q's and k's rotary embeddings in one pass; the attention mask becomes an additive bias once per
+  forward, so the scores are one ``baddbmm`` and a softmax (no per-layer masking, scaling or
+  float32 copies of the scores);
+* padded batches (``real_rows``): the projections, norms and MLP run on the real tokens only, and
+  only attention sees the padded ``(B, S)`` layout.
 
 It reads and extends the same ``DynamicCache`` the HF model uses (``cache.update``), so cached
 prefixes, ``fork_cache`` and ``batch_repeat_interleave`` work unchanged, and its numbers equal the
@@ -104,6 +109,8 @@ class FusedLlama:
     gate/up weights are then replaced by views into them, so no memory is doubled and the model
     (think mode, the uncached reference path) keeps computing exactly as before."""
 
+    runs_real_rows = True  # the scorer may pass ``real_rows`` (padded batches without projecting the padding)
+
     def __init__(self, model):
         if not supports(model):
             raise ValueError("FusedLlama needs a Llama causal LM without biases and with default rotary embeddings")
@@ -149,19 +156,28 @@ class FusedLlama:
         return self.head
 
     def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """RMSNorm as transformers computes it (float32, then the weight in ``x``'s dtype), one kernel."""
-        return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        """RMSNorm as transformers computes it (float32, then the weight in ``x``'s dtype), one
+        kernel: ``rms_norm`` accumulates in float32 and rounds once, the same values as
+        normalising an upcast copy and casting back (``tests/test_policy_fused.py``)."""
+        return weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
 
     @torch.no_grad()
     def __call__(
-        self, input_ids, past_key_values=None, attention_mask=None, position_ids=None, use_cache=True, logits_to_keep=None
-    ) -> FusedOutput:
+        self, input_ids, past_key_values=None, attention_mask=None, position_ids=None, use_cache=True, logits_to_keep=None,
+        real_rows=None,
+    ) -> FusedOutput:  # fmt: skip
         """``input_ids`` ``(B, S)``; ``past_key_values`` a ``DynamicCache`` of ``P`` positions or
         None; ``attention_mask`` ``(B, 1, S, P + S)`` bool or None (causal); ``position_ids``
         ``(B, S)`` or None (``P .. P+S-1``); ``logits_to_keep``: None (hidden states only, as
         ``model.get_decoder()`` returns), an int ``n`` (the last ``n`` rows) or a 1-D tensor of
         row indices (batch 1): only those rows get logits, and in the last layer only they go
-        past the keys and values."""
+        past the keys and values.
+
+        ``real_rows`` (padded batches): a 1-D tensor of the ``N`` flat indices (into ``B * S``)
+        of the positions that hold real tokens. The projections, norms and MLP then run on those
+        ``N`` rows only, not on the padding; attention runs in the padded ``(B, S)`` layout.
+        ``logits_to_keep`` is then a 1-D tensor of indices into the ``N`` real rows, and the
+        result's ``logits`` are ``(1, R, V)`` and ``last_hidden_state`` ``(1, R, H)``."""
         from transformers import DynamicCache
 
         B, S = input_ids.shape
@@ -177,22 +193,31 @@ class FusedLlama:
             keep = torch.arange(S - int(logits_to_keep), S, device=device) if isinstance(logits_to_keep, int) else logits_to_keep
         x = F.embedding(input_ids, self.embed)  # (B, S, H)
         cos, sin = self.rotary(x, position_ids)  # (B, S, hd)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        nq, nkv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        if real_rows is not None:  # the real rows only: (1, N, ...)
+            x, cos, sin = (t.reshape(B * S, t.shape[-1])[real_rows][None] for t in (x, cos, sin))
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B or 1, S or N, 1, hd): over the heads of (.., heads, hd)
+        nh, kvh, hd = self.heads, self.kv_heads, self.head_dim
+        nq, nkv = nh * hd, kvh * hd
         last = len(self.layers) - 1
-        blocked = None if attention_mask is None else ~attention_mask[:, :, None]  # (B, 1, 1, S, P + S), once for every layer
+        bias = _bias(attention_mask, B, kvh, nh // kvh, S, P + S, x.dtype)  # once for every layer
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(self._rms(x, layer.norm_in))  # (B, S, nq + 2 nkv)
-            q = qkv[..., :nq].view(B, S, self.heads, self.head_dim).transpose(1, 2)
-            k = qkv[..., nq : nq + nkv].view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = qkv[..., nq + nkv :].view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            k, v = cache.update(k, v, i)  # (B, kvh, P + S, hd)
-            mask = blocked
-            if i == last and keep is not None:  # only the kept rows go on
-                q, x, mask = q[:, :, keep], x[:, keep], None if mask is None else mask[:, :, :, keep]
-            a = _attend(q, k, v, mask)
-            x = x + layer.o(a.transpose(1, 2).reshape(B, q.shape[2], nq))
+            qkv = layer.qkv(self._rms(x, layer.norm_in))  # (B, S, nq + 2 nkv), or (1, N, ..)
+            qk = qkv[..., : nq + nkv].unflatten(-1, (nh + kvh, hd))
+            qk = qk * cos + _rotate_half(qk) * sin  # q's and k's rotary embeddings at once
+            v = qkv[..., nq + nkv :]
+            if real_rows is not None:  # to the padded layout
+                qk, v = _pad(qk, real_rows, B * S).view(B, S, nh + kvh, hd), _pad(v, real_rows, B * S)
+            q, k = qk[:, :, :nh].transpose(1, 2), qk[:, :, nh:].transpose(1, 2)  # (B, nh | kvh, S, hd)
+            k, v = cache.update(k, v.view(B, S, kvh, hd).transpose(1, 2), i)  # (B, kvh, P + S, hd)
+            layer_bias = bias
+            if i == last and keep is not None and real_rows is None:  # only the kept rows go on
+                q, x = q[:, :, keep], x[:, keep]
+                layer_bias = None if attention_mask is None else _bias(attention_mask[:, :, keep], B, kvh, nh // kvh, len(keep), P + S, x.dtype)
+            a = _attend(q, k, v, layer_bias).transpose(1, 2)  # (B, S', nh, hd)
+            a = a.reshape(B * a.shape[1], nq)[real_rows][None] if real_rows is not None else a.reshape(B, a.shape[1], nq)
+            if i == last and keep is not None and real_rows is not None:
+                a, x = a[:, keep], x[:, keep]
+            x = x + layer.o(a)
             gate_up = layer.gate_up(self._rms(x, layer.norm_post))
             x = x + layer.down(F.silu(gate_up[..., : self.intermediate]) * gate_up[..., self.intermediate :])
         hidden = self._rms(x, self.norm)
@@ -200,23 +225,44 @@ class FusedLlama:
         return FusedOutput(logits=logits, last_hidden_state=hidden, past_key_values=cache)
 
 
+def _pad(x: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """``x`` ``(1, N, ...)`` (the real rows) -> ``(n, ...)`` with row ``rows[j]`` = ``x[0, j]``
+    and zeros elsewhere (padding: its keys are masked and its outputs dropped)."""
+    out = x.new_zeros((n, *x.shape[2:]))
+    return out.index_copy_(0, rows, x[0])
+
+
+def _bias(mask: torch.Tensor | None, B: int, kvh: int, g: int, S: int, T: int, dtype) -> torch.Tensor | None:
+    """The attention mask ``(B or 1, 1, S, T)`` bool (True: may attend) as an additive bias in the
+    scores' layout ``(B * kvh, g * S, T)`` (0 or -inf), built once per forward (``_attend``)."""
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return bias[:, :, None].expand(B, kvh, g, S, T).reshape(B * kvh, g * S, T)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
-    """Attention of ``q`` ``(B, nh, S, hd)`` over ``k``, ``v`` ``(B, kvh, T, hd)``; ``blocked``
-    ``(B or 1, 1, 1, S, T)`` bool marks the keys a query may not see (None: it sees every key;
-    the forward inverts its attention mask once for all layers): two batched matmuls with the query heads of
-    each key/value head stacked (no repeated keys), softmax in float32. Faster than SDPA's CPU
-    flash kernel for these short rows (a few dozen queries over a few hundred keys)."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Attention of ``q`` ``(B, nh, S, hd)`` over ``k``, ``v`` ``(B, kvh, T, hd)``; ``bias``
+    ``(B * kvh, g * S, T)`` is 0 where a query may see a key and -inf where not (``_bias``; None:
+    it sees every key). Three operations with the query heads of each key/value head stacked (no
+    repeated keys): the scaled scores plus the bias in one ``baddbmm``, a softmax that accumulates
+    in float32 and rounds once, and the weighted sum. The scores are rounded to the model's dtype
+    where transformers rounds them (after the matmul; the scale ``hd ** -0.5`` is a power of two
+    for SmolLM2's 64-dim heads, so scaling first rounds the same). Faster than SDPA's CPU flash
+    kernel for these short rows (a few dozen queries over a few hundred keys)."""
     B, nh, S, hd = q.shape
     kvh, T = k.shape[1], k.shape[2]
     g = nh // kvh
-    scores = torch.matmul(q.reshape(B, kvh, g * S, hd), k.transpose(-1, -2)).view(B, kvh, g, S, T).float()
-    scores.mul_(hd**-0.5)
-    if blocked is not None:
-        scores.masked_fill_(blocked, float("-inf"))
-    probs = scores.softmax(-1).to(v.dtype).view(B, kvh, g * S, T)
-    return torch.matmul(probs, v).view(B, nh, S, hd)
+    qs = q.reshape(B * kvh, g * S, hd)
+    ks = k.reshape(B * kvh, T, hd).transpose(1, 2)
+    if bias is None:
+        scores = torch.bmm(qs, ks).mul_(hd**-0.5)
+    else:
+        scores = torch.baddbmm(bias, qs, ks, alpha=hd**-0.5)
+    probs = scores.softmax(-1)
+    return torch.bmm(probs, v.reshape(B * kvh, T, hd)).view(B, nh, S, hd)

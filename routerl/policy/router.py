@@ -329,13 +329,14 @@ class PolicyRouter(Router):
             groups.setdefault(tuple(head[:base] if base else head), []).append((i, c, shown, rest, options, head, suffix))
         for key, members in groups.items():
             heads = {tuple(head) for *_, head, _ in members}
+            items = [(suffix, self._conts_of(options)) for *_, options, _, suffix in members]
+            states = None
             if len(heads) == 1:  # one knob line (or none): run after its cached state
                 state = self._prefix_state(list(heads.pop())) if key else None
-                items = [(suffix, self._conts_of(options)) for *_, options, _, suffix in members]
-            else:  # several knob lines: run each after the shared system message
+            else:  # several knob lines: each row continues its own cached knob line after the shared system message
                 state = self.prefix_cache.get(self.scorer, list(key))
-                items = [(head[len(key) :] + suffix, self._conts_of(options)) for *_, options, head, suffix in members]
-            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items)):
+                states = [self._prefix_state(head) for *_, head, _ in members]
+            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items, states)):
                 out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
         return out
 

@@ -124,6 +124,40 @@ class ContextState:
     length: int
 
 
+def _repeat_rows(cache, n: int):
+    """``cache`` (a fork with batch 1) seen as ``n`` rows: every layer's keys and values become
+    stride-0 views (``expand``), not copies; the next ``update`` concatenates the new rows' keys
+    onto them, which writes each row once (``batch_repeat_interleave`` would copy the context
+    first, then concatenate)."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            layer.keys = layer.keys.expand(n, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(n, *layer.values.shape[1:])
+    return cache
+
+
+def _ragged_cache(state: ContextState, own: Sequence[ContextState], E: int):
+    """A cache of ``len(own)`` rows: ``state``'s ``P`` positions (shared), then row b's own
+    positions ``P ..`` of ``own[b]`` right-padded with zeros to ``E`` (masked by the caller). Each
+    distinct state is padded once per layer; rows that share it share that tensor."""
+    P, B = state.length, len(own)
+    distinct: dict[int, int] = {}
+    for o in own:
+        distinct.setdefault(id(o), len(distinct))
+    uniq = {id(o): o for o in own}
+    which = torch.tensor([distinct[id(o)] for o in own])
+    cache = fork_cache(state.cache)
+    for i, layer in enumerate(cache.layers):
+        for name in ("keys", "values"):
+            shared = getattr(layer, name)  # (1, kvh, P, hd)
+            padded = shared.new_zeros((len(distinct), shared.shape[1], E, shared.shape[3]))
+            for key, u in distinct.items():
+                tail = getattr(uniq[key].cache.layers[i], name)[0, :, P:]
+                padded[u, :, : tail.shape[1]] = tail
+            setattr(layer, name, torch.cat([shared.expand(B, *shared.shape[1:]), padded[which]], dim=2))
+    return cache
+
+
 @torch.no_grad()
 def run_context(model, ids: Sequence[int], state: ContextState | None = None) -> ContextState:
     """Run ``ids`` (after ``state`` when given) and return the state after them."""
@@ -270,17 +304,24 @@ def _sums(plan: _Plan, conts: Sequence[Sequence[int]], logp_of) -> torch.Tensor:
 
 
 @torch.no_grad()
-def packed_logprobs_many(model, state: ContextState | None, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[torch.Tensor]:
+def packed_logprobs_many(
+    model, state: ContextState | None, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    states: Sequence[ContextState] | None = None,
+) -> list[torch.Tensor]:  # fmt: skip
     """``packed_logprobs`` for several requests that share the context ``state`` (e.g. the cached
     system message). One item: ONE forward pass of batch 1 over its suffix chain and continuation
     trie (tree attention mask, per-token positions, logits only where a continuation token is
     predicted). Several items (the server's micro-batches): ``padded_logprobs_many``, one pass of
-    batch ``B`` over the context's KV state repeated per row. Returns one ``(A_i,)`` tensor per
+    batch ``B`` over the context's KV state repeated per row. ``states`` (optional, one per item):
+    each item continues its own state, which extends ``state`` by a few tokens (the server's
+    cached knob lines after the shared system message). Returns one ``(A_i,)`` tensor per
     item, each equal to ``packed_logprobs`` of that item alone within float rounding."""
     if not items:
         return []
     if len(items) > 1 and state is not None:
-        return padded_logprobs_many(model, state, items)
+        return padded_logprobs_many(model, state, items, states)
+    if states is not None:  # one item after its own state
+        return [packed_logprobs_many(model, own, [item])[0] for own, item in zip(states, items)]
     out = []
     for suffix, conts in items:  # several items without a shared context: one pass each
         plan = _plan(suffix, conts, state is not None)
@@ -304,44 +345,74 @@ def packed_logprobs_many(model, state: ContextState | None, items: Sequence[tupl
 
 
 @torch.no_grad()
-def padded_logprobs_many(model, state: ContextState, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]]) -> list[torch.Tensor]:
+def padded_logprobs_many(
+    model, state: ContextState, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+    states: Sequence[ContextState] | None = None,
+) -> list[torch.Tensor]:  # fmt: skip
     """Several items after the shared context ``state`` in ONE forward pass of shape ``(B, S)``:
-    row b holds item b's suffix and continuation trie (``_plan``), right-padded to the longest;
-    the context's KV state is repeated per row (``fork_cache`` + ``batch_repeat_interleave``: the
-    cached tensors are not written). Mask ``(B, 1, S, P + S)``: the context, then the row's own
-    ancestors (padding attends to the context only and is never attended to). Only the positions
-    that predict a continuation token go through the output head. Each row equals
-    ``packed_logprobs`` of its item alone within float rounding; attention costs ``B x S x (P + S)``
-    instead of a single packed row's ``(B S) x (P + B S)``."""
+    row b holds item b's suffix and continuation trie (``_plan``), right-padded to the longest.
+    The context's KV state is seen once per row (``fork_cache`` + ``_repeat_rows``: stride-0 views;
+    the cached tensors are not written).
+
+    ``states`` (optional, one per item): item b continues ``states[b]``, a state that extends
+    ``state`` by ``E_b`` tokens (e.g. a cached knob line after the cached system message). Those
+    ``E_b`` positions of each row's cache follow the shared ``P``, right-padded to the largest
+    ``E``, so requests with different knob lines share one pass without re-running their lines.
+
+    Mask ``(B, 1, S, P + E + S)``: the context, the row's own extension, then the row's own
+    ancestors (padding attends to the context only and is never attended to); positions continue
+    each row's own state. Only the positions that predict a continuation token go through the
+    output head; the fused forward (``runs_real_rows``) also projects only the real tokens. Each
+    row equals ``packed_logprobs`` of its item alone after its state within float rounding;
+    attention costs ``B x S x (P + E + S)`` instead of a single packed row's ``(B S) x (P + B S)``."""
     device = _device(model)
     plans = [_plan(suffix, conts, True) for suffix, conts in items]
     B, P = len(plans), state.length
+    own = list(states) if states is not None else [state] * B
+    if len(own) != B:
+        raise ValueError(f"{len(own)} states for {B} items")
+    ext = [o.length - P for o in own]
+    if min(ext) < 0:
+        raise ValueError("every item's state must extend the shared state")
+    E = max(ext)
     S = max(1, max(len(p.tokens) for p in plans))
     ids = torch.zeros((B, S), dtype=torch.long)
     pos = torch.full((B, S), P, dtype=torch.long)
-    mask = torch.zeros((B, 1, S, P + S), dtype=torch.bool)
+    mask = torch.zeros((B, 1, S, P + E + S), dtype=torch.bool)
     mask[:, :, :, :P] = True
     for b, plan in enumerate(plans):
+        mask[b, 0, :, P : P + ext[b]] = True
         n = len(plan.tokens)
         if n:
             ids[b, :n] = torch.tensor(plan.tokens)
-            pos[b, :n] = torch.tensor(plan.pos) + P
-            mask[b, 0, :n, P : P + n] = _ancestors(plan.parent)
-    cache = fork_cache(state.cache)
-    cache.batch_repeat_interleave(B)
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(
-        input_ids=ids.to(device), past_key_values=cache, attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True
-    ).last_hidden_state  # (B, S, H)
+            pos[b, :n] = torch.tensor(plan.pos) + own[b].length
+            mask[b, 0, :n, P + E : P + E + n] = _ancestors(plan.parent)
+    cache = _repeat_rows(fork_cache(state.cache), B) if E == 0 else _ragged_cache(state, own, E)
     where = sorted({(b, r) for b, plan in enumerate(plans) for rows in plan.rows for r in rows if r >= 0})
     logp_rows: dict[tuple[int, int], torch.Tensor] = {}
-    if where:
-        bi = torch.tensor([b for b, _ in where], device=device)
-        si = torch.tensor([r for _, r in where], device=device)
-        logp = head(hidden[bi, si]).float().log_softmax(-1)  # (R, V)
-        logp_rows = {w: logp[k] for k, w in enumerate(where)}
+    if getattr(model, "runs_real_rows", False):  # the fused forward: no projection work on padding
+        flat = [b * S + s for b, plan in enumerate(plans) for s in range(len(plan.tokens))]
+        index = {f: j for j, f in enumerate(flat)}
+        keep = [index[b * S + r] for b, r in where]
+        res = model(
+            input_ids=ids.to(device), past_key_values=cache, attention_mask=mask.to(device), position_ids=pos.to(device),
+            real_rows=torch.tensor(flat, device=device), logits_to_keep=torch.tensor(keep, device=device),
+        )  # fmt: skip
+        if where:
+            logp = res.logits[0].float().log_softmax(-1)  # (R, V)
+            logp_rows = {w: logp[k] for k, w in enumerate(where)}
+    else:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        hidden = decoder(
+            input_ids=ids.to(device), past_key_values=cache, attention_mask=mask.to(device), position_ids=pos.to(device), use_cache=True
+        ).last_hidden_state  # (B, S, H)
+        if where:
+            bi = torch.tensor([b for b, _ in where], device=device)
+            si = torch.tensor([r for _, r in where], device=device)
+            logp = head(hidden[bi, si]).float().log_softmax(-1)  # (R, V)
+            logp_rows = {w: logp[k] for k, w in enumerate(where)}
     return [
-        _sums(plan, conts, lambda r, b=b: state.last if r < 0 else logp_rows[(b, r)])
+        _sums(plan, conts, lambda r, b=b: own[b].last if r < 0 else logp_rows[(b, r)])
         for b, (plan, (_, conts)) in enumerate(zip(plans, items))
     ]
 
