@@ -139,3 +139,27 @@ def test_rows_with_their_own_cached_extensions_score_as_alone(pair):
             assert layer.keys.shape[2] == 4  # the shared state is not extended in place
     with pytest.raises(ValueError, match="extend"):
         packed_logprobs_many(model, own[1], items[:2], [shared, own[1]])
+
+
+@torch.no_grad()
+def test_relative_scores_give_the_same_option_probabilities(pair):
+    """``relative=True`` (the router softmaxes the scores over an item's options): an item whose
+    options share their rows skips the full-vocabulary head and its scores differ from the
+    log-likelihoods by one constant; an item whose options use different rows (an accept option
+    beside routes) keeps its log-likelihoods. Batch 1 and padded batches alike."""
+    model, fused = pair
+    state = run_context(fused, [1, 2, 3, 4])
+    same_rows = [[8, 9], [8, 10], [8, 11]]  # one shared token, then the distinguishing one
+    mixed = [[8, 9], [8, 10], [11]]
+    items = [([5, 6], same_rows), ([7], mixed), ([5, 6, 7, 2], same_rows), ([], same_rows)]
+    exact = packed_logprobs_many(fused, state, items)
+    for got in (packed_logprobs_many(fused, state, items, relative=True), [packed_logprobs(fused, state, s, c, relative=True) for s, c in items]):
+        for (suffix, conts), a, b in zip(items, got, exact):
+            assert torch.allclose(torch.softmax(a, -1), torch.softmax(b, -1), atol=1e-5)
+            if conts is mixed:
+                assert torch.allclose(a, b, atol=1e-5)  # log-likelihoods kept
+    shifted = packed_logprobs(fused, state, [5, 6], same_rows, relative=True)
+    assert not torch.allclose(shifted, packed_logprobs(fused, state, [5, 6], same_rows), atol=1e-3)  # the normaliser left out
+    # a model without the fused engine's head switch computes log-likelihoods either way
+    ref = run_context(model, [1, 2, 3, 4])
+    assert torch.allclose(packed_logprobs(model, ref, [5, 6], same_rows, relative=True), packed_logprobs(model, ref, [5, 6], same_rows), atol=1e-6)

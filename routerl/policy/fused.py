@@ -164,7 +164,7 @@ class FusedLlama:
     @torch.no_grad()
     def __call__(
         self, input_ids, past_key_values=None, attention_mask=None, position_ids=None, use_cache=True, logits_to_keep=None,
-        real_rows=None,
+        real_rows=None, head=True,
     ) -> FusedOutput:  # fmt: skip
         """``input_ids`` ``(B, S)``; ``past_key_values`` a ``DynamicCache`` of ``P`` positions or
         None; ``attention_mask`` ``(B, 1, S, P + S)`` bool or None (causal); ``position_ids``
@@ -177,7 +177,10 @@ class FusedLlama:
         of the positions that hold real tokens. The projections, norms and MLP then run on those
         ``N`` rows only, not on the padding; attention runs in the padded ``(B, S)`` layout.
         ``logits_to_keep`` is then a 1-D tensor of indices into the ``N`` real rows, and the
-        result's ``logits`` are ``(1, R, V)`` and ``last_hidden_state`` ``(1, R, H)``."""
+        result's ``logits`` are ``(1, R, V)`` and ``last_hidden_state`` ``(1, R, H)``.
+
+        ``head=False``: the kept rows' final hidden states only (``logits`` None), for a caller
+        that needs a few tokens' logits (``routerl.policy.scoring``'s relative scores)."""
         from transformers import DynamicCache
 
         B, S = input_ids.shape
@@ -221,7 +224,7 @@ class FusedLlama:
             gate_up = layer.gate_up(self._rms(x, layer.norm_post))
             x = x + layer.down(F.silu(gate_up[..., : self.intermediate]) * gate_up[..., self.intermediate :])
         hidden = self._rms(x, self.norm)
-        logits = self.head(hidden) if keep is not None else None
+        logits = self.head(hidden) if keep is not None and head else None
         return FusedOutput(logits=logits, last_hidden_state=hidden, past_key_values=cache)
 
 

@@ -336,7 +336,7 @@ class PolicyRouter(Router):
             else:  # several knob lines: each row continues its own cached knob line after the shared system message
                 state = self.prefix_cache.get(self.scorer, list(key))
                 states = [self._prefix_state(head) for *_, head, _ in members]
-            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items, states)):
+            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items, states, relative=True)):
                 out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
         return out
 
@@ -385,7 +385,7 @@ class PolicyRouter(Router):
         In shortlist mode (``evidence``) the cached prefix is the system message."""
         head, suffix = self.split_ids(query, candidates, knob, attempts, evidence)
         state = self._prefix_state(head) if head else None
-        logp = packed_logprobs(self.scorer, state, suffix, self._conts_of(options))
+        logp = packed_logprobs(self.scorer, state, suffix, self._conts_of(options), relative=True)
         return torch.softmax(logp, dim=-1)
 
     def _conts_of(self, options) -> list[list[int]]:

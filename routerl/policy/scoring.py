@@ -241,13 +241,16 @@ def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
 
 
 @torch.no_grad()
-def packed_logprobs(model, state: ContextState | None, suffix: Sequence[int], conts: Sequence[Sequence[int]]) -> torch.Tensor:
+def packed_logprobs(
+    model, state: ContextState | None, suffix: Sequence[int], conts: Sequence[Sequence[int]], relative: bool = False
+) -> torch.Tensor:  # fmt: skip
     """``(A,)`` log-likelihood of each continuation after ``state`` + ``suffix``, in ONE forward
     pass of batch 1: the suffix tokens, then the trie of the continuations (every distinct proper
     prefix once: ``<route>`` is run once for all routes, then each ``k</route>`` tail), packed with
     a tree attention mask and per-token positions; logits are computed only where a continuation
-    token is predicted. Equal to ``branch_logprobs`` over ``context + suffix`` within float rounding."""
-    return packed_logprobs_many(model, state, [(suffix, conts)])[0]
+    token is predicted. Equal to ``branch_logprobs`` over ``context + suffix`` within float rounding
+    (``relative``: see ``packed_logprobs_many``)."""
+    return packed_logprobs_many(model, state, [(suffix, conts)], relative=relative)[0]
 
 
 @dataclass
@@ -303,10 +306,49 @@ def _sums(plan: _Plan, conts: Sequence[Sequence[int]], logp_of) -> torch.Tensor:
     return torch.tensor([sum(float(logp_of(r)[t]) for r, t in zip(rows, c)) for rows, c in zip(plan.rows, conts)])
 
 
+def _same_rows(plan: _Plan) -> bool:
+    """Whether every continuation is scored at the same rows (the first call's ``<route>k``
+    options: one shared trie path, then the digit), so that each row's normaliser is added to
+    every option's sum once and cancels in a softmax over the options."""
+    first = sorted(plan.rows[0])
+    return all(sorted(rows) == first for rows in plan.rows[1:])
+
+
+def _row_scores(model, hidden: torch.Tensor, wanted: Sequence[tuple[bool, set[int]]]) -> list:
+    """Per kept row ``k`` (``hidden`` ``(R, H)``): with ``wanted[k] = (True, tokens)`` the
+    logits of just those tokens (a ``{token: logit}`` dict; the row's normaliser is left out),
+    else the full ``(V,)`` log-softmax."""
+    weight = model.get_output_embeddings().weight  # (V, H)
+    out: list = [None] * len(wanted)
+    full = [k for k, (rel, _) in enumerate(wanted) if not rel]
+    if full:
+        logp = model.get_output_embeddings()(hidden[full]).float().log_softmax(-1)
+        for j, k in enumerate(full):
+            out[k] = logp[j]
+    for k, (rel, tokens) in enumerate(wanted):
+        if rel:
+            ids = sorted(tokens)
+            logits = (hidden[k : k + 1] @ weight[ids].T)[0].float()
+            out[k] = dict(zip(ids, logits.tolist()))
+    return out
+
+
+def _wanted(plans: Sequence[_Plan], conts_of: Sequence[Sequence[Sequence[int]]], where: Sequence, relative: bool) -> list[tuple[bool, set[int]]]:
+    """For each kept ``(item, row)`` of ``where``: whether it can be scored relatively (the
+    item's options share their rows) and which tokens it predicts."""
+    same = [relative and _same_rows(p) for p in plans]
+    tokens: dict[tuple[int, int], set[int]] = {}
+    for b, (plan, conts) in enumerate(zip(plans, conts_of)):
+        for rows, c in zip(plan.rows, conts):
+            for r, t in zip(rows, c):
+                tokens.setdefault((b, r), set()).add(t)
+    return [(same[b], tokens[(b, r)]) for b, r in where]
+
+
 @torch.no_grad()
 def packed_logprobs_many(
     model, state: ContextState | None, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-    states: Sequence[ContextState] | None = None,
+    states: Sequence[ContextState] | None = None, relative: bool = False,
 ) -> list[torch.Tensor]:  # fmt: skip
     """``packed_logprobs`` for several requests that share the context ``state`` (e.g. the cached
     system message). One item: ONE forward pass of batch 1 over its suffix chain and continuation
@@ -315,13 +357,20 @@ def packed_logprobs_many(
     batch ``B`` over the context's KV state repeated per row. ``states`` (optional, one per item):
     each item continues its own state, which extends ``state`` by a few tokens (the server's
     cached knob lines after the shared system message). Returns one ``(A_i,)`` tensor per
-    item, each equal to ``packed_logprobs`` of that item alone within float rounding."""
+    item, each equal to ``packed_logprobs`` of that item alone within float rounding.
+
+    ``relative`` (for callers that only softmax the scores over an item's options): where every
+    option of an item is scored at the same rows (``_same_rows``), an item's scores may differ from
+    its log-likelihoods by one constant (the rows' normalisers, which cancel in that softmax), and
+    with a model that returns hidden states without its head (the fused engine) only the options'
+    own token logits are computed at those rows, not the full-vocabulary head (49,152 x 576
+    multiply-adds and a 57 MB weight read per row for SmolLM2-135M)."""
     if not items:
         return []
     if len(items) > 1 and state is not None:
-        return padded_logprobs_many(model, state, items, states)
+        return padded_logprobs_many(model, state, items, states, relative)
     if states is not None:  # one item after its own state
-        return [packed_logprobs_many(model, own, [item])[0] for own, item in zip(states, items)]
+        return [packed_logprobs_many(model, own, [item], relative=relative)[0] for own, item in zip(states, items)]
     out = []
     for suffix, conts in items:  # several items without a shared context: one pass each
         plan = _plan(suffix, conts, state is not None)
@@ -332,14 +381,19 @@ def packed_logprobs_many(
             N = len(plan.tokens)
             mask = torch.cat([torch.ones((N, past), dtype=torch.bool), _ancestors(plan.parent)], dim=1)[None, None].to(device)
             needed = sorted({r for rows in plan.rows for r in rows if r >= 0})
+            head = not (relative and _same_rows(plan) and getattr(model, "runs_real_rows", False))
             res = model(
                 input_ids=torch.tensor([plan.tokens], device=device),
                 past_key_values=fork_cache(state.cache) if state is not None else None,
                 attention_mask=mask, position_ids=torch.tensor([[past + p for p in plan.pos]], device=device), use_cache=True,
-                logits_to_keep=torch.tensor(needed, device=device),
+                logits_to_keep=torch.tensor(needed, device=device), **({} if head else {"head": False}),
             )  # fmt: skip
-            logp = res.logits[0].float().log_softmax(-1)
-            logp_rows.update({r: logp[k] for k, r in enumerate(needed)})
+            if head:
+                logp = res.logits[0].float().log_softmax(-1)
+                logp_rows.update({r: logp[k] for k, r in enumerate(needed)})
+            else:
+                wanted = _wanted([plan], [conts], [(0, r) for r in needed], True)
+                logp_rows.update(dict(zip(needed, _row_scores(model, res.last_hidden_state[0], wanted))))
         out.append(_sums(plan, conts, logp_rows.__getitem__))
     return out
 
@@ -347,7 +401,7 @@ def packed_logprobs_many(
 @torch.no_grad()
 def padded_logprobs_many(
     model, state: ContextState, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-    states: Sequence[ContextState] | None = None,
+    states: Sequence[ContextState] | None = None, relative: bool = False,
 ) -> list[torch.Tensor]:  # fmt: skip
     """Several items after the shared context ``state`` in ONE forward pass of shape ``(B, S)``:
     row b holds item b's suffix and continuation trie (``_plan``), right-padded to the longest.
@@ -364,7 +418,8 @@ def padded_logprobs_many(
     each row's own state. Only the positions that predict a continuation token go through the
     output head; the fused forward (``runs_real_rows``) also projects only the real tokens. Each
     row equals ``packed_logprobs`` of its item alone after its state within float rounding;
-    attention costs ``B x S x (P + E + S)`` instead of a single packed row's ``(B S) x (P + B S)``."""
+    attention costs ``B x S x (P + E + S)`` instead of a single packed row's ``(B S) x (P + B S)``.
+    ``relative``: as in ``packed_logprobs_many``, per item."""
     device = _device(model)
     plans = [_plan(suffix, conts, True) for suffix, conts in items]
     B, P = len(plans), state.length
@@ -396,11 +451,11 @@ def padded_logprobs_many(
         keep = [index[b * S + r] for b, r in where]
         res = model(
             input_ids=ids.to(device), past_key_values=cache, attention_mask=mask.to(device), position_ids=pos.to(device),
-            real_rows=torch.tensor(flat, device=device), logits_to_keep=torch.tensor(keep, device=device),
+            real_rows=torch.tensor(flat, device=device), logits_to_keep=torch.tensor(keep, device=device), head=False,
         )  # fmt: skip
         if where:
-            logp = res.logits[0].float().log_softmax(-1)  # (R, V)
-            logp_rows = {w: logp[k] for k, w in enumerate(where)}
+            wanted = _wanted(plans, [conts for _, conts in items], where, relative)
+            logp_rows = dict(zip(where, _row_scores(model, res.last_hidden_state[0], wanted)))
     else:
         decoder, head = model.get_decoder(), model.get_output_embeddings()
         hidden = decoder(
