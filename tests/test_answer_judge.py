@@ -142,3 +142,45 @@ def test_sft_examples_can_be_balanced_toward_escalations():
     picked = pick_examples(played, 10, 0.3)
     assert len(picked) == 10 and sum(escalates(p) for _, p in picked) == 3
     assert sum(escalates(p) for _, p in pick_examples(played, 10, 1.0)) == 6  # as many as there are
+
+
+def test_note_agreement_pairs_each_note_with_the_next_decision():
+    """``routerl.eval.note_agreement``: every decision after an answer is paired with the verdict
+    of the note the policy read for that answer; first calls are not counted."""
+    from routerl.eval.note_agreement import NoteAgreement, NoteRecorder, verdict
+    from routerl.routers.base import Attempt, Decision
+
+    assert verdict(AnswerJudge.format(0.44, 1, 0.33)) == "call"
+    assert verdict(AnswerJudge.format(0.93, 1, -0.2)) == "keep" and verdict(AnswerJudge.format(0.9, None, 0.0)) == "keep"
+    with pytest.raises(ValueError, match="not an answer judge note"):
+        verdict("hello")
+
+    class Fake:
+        name, max_rounds, judge = "policy", 3, object()
+
+        def decide(self, query, candidates, knob, attempts=()):
+            if not attempts:
+                return Decision("route", "a", [("a", 0.9), ("b", 0.1)])
+            return Decision("accept", "a", [("a", 0.7), ("b", 0.3)]) if knob < 1 else Decision("route", "b", [("b", 0.6), ("a", 0.4)])
+
+        def _view(self, query, candidates, knob, attempts):
+            return list(candidates), (0.5, 0.5), []
+
+        def judge_notes(self, query, shown, knob, attempts, estimates):
+            return ["check 0.40: call [2] (+0.10)" if knob > 0 else "check 0.90: keep (-0.30)"]
+
+    rec = NoteRecorder(Fake())
+    first = [Attempt("a", "The answer is 4.", 0.001)]
+    rec.decide(None, ["a", "b"], 0.0)  # a first call: no note, not counted
+    for knob in (0.0, 0.5, 2.0, 2.0):
+        rec.decide(None, ["a", "b"], knob, first)
+    got = rec.agreement
+    assert got.counts == {("keep", "accept"): 1, ("call", "accept"): 1, ("call", "route"): 2}
+    assert got.followed == 3 and got.total == 4
+    assert got.accept_probs["call"] == [0.7, 0.4, 0.4] and got.accept_probs["keep"] == [0.7]
+    both = NoteAgreement()
+    both.merge(got)
+    both.merge(got)
+    assert both.total == 8 and "6 of 8 decisions after an answer follow the note (0.750)" in both.report()
+    with pytest.raises(ValueError, match="no answer judge"):
+        NoteRecorder(type("NoJudge", (), {"judge": None})())
