@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import yaml
 
 from routerl.cli import CliError
-from routerl.cli.client_args import TARGET_ENV, add_security_args, client_error, client_options
+from routerl.cli.client_args import TARGET_ENV, add_security_args, client_error, client_options, key_values
 
 DEFAULT_ROUTER = "descriptor-score"
 PROBE_DESCRIPTION = ("Run a probe set against an OpenAI-compatible endpoint, score the answers, "
@@ -336,13 +336,7 @@ def _complete(args: argparse.Namespace) -> int:
         models = [m for m in models if m.id in wanted]
     if not any(m.endpoint for m in models):
         raise CliError(f"{args.catalog}: no model has an 'endpoint'; probe one with `routerl probe` first")
-    options = {}
-    for pair in args.router_option or ():
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise CliError(f"--router-option expects KEY=VALUE, got {pair!r}")
-        options[key] = value
-    router = build_named_router(args.router or DEFAULT_ROUTER, args.data, options)
+    router = build_named_router(args.router or DEFAULT_ROUTER, args.data, key_values(args.router_option, "--router-option"))
     retry = RetryPolicy(attempts=args.retries or 3, base_delay_s=0.5 if args.backoff is None else args.backoff)
     executor = Executor.from_descriptors(
         router, models, provider_options={"timeout_s": args.call_timeout or 60.0, "retry": retry},
