@@ -184,3 +184,27 @@ def test_note_agreement_pairs_each_note_with_the_next_decision():
     assert both.total == 8 and "6 of 8 decisions after an answer follow the note (0.750)" in both.report()
     with pytest.raises(ValueError, match="no answer judge"):
         NoteRecorder(type("NoJudge", (), {"judge": None})())
+
+
+def test_escalating_examples_can_be_balanced_within_each_dataset():
+    """``sft.escalation_share_per_dataset``: each dataset keeps its count among the first ``n``
+    sampled and gets ``share`` of them escalating, whatever the other dataset has."""
+    from routerl.train.sft import escalates, pick_examples
+
+    keep = ["<route>1</route>", "<info>..</info>", "<accept/>"]
+    esc = ["<route>1</route>", "<info>..</info>", "<route>2</route>"]
+    # dataset 0 escalates often, dataset 1 rarely; 6 of the first 10 sampled are dataset 0
+    kinds = [esc, keep, esc, keep, esc, esc] + [keep] * 4 + [esc] * 4 + [keep] * 3 + [keep] * 6 + [esc, keep]
+    groups = [0] * 6 + [1] * 4 + [0] * 7 + [1] * 6 + [1, 1]
+    played = [(f"p{i}", pieces) for i, pieces in enumerate(kinds)]
+    pooled = pick_examples(played, 10, 0.5)
+    assert sum(escalates(p) for _, p in pooled) == 5
+    assert sum(groups[int(name[1:])] == 0 for name, p in pooled if escalates(p)) == 5  # all from dataset 0
+    per = pick_examples(played, 10, 0.5, groups)
+    assert [name for name, _ in per] == sorted((name for name, _ in per), key=lambda n: int(n[1:]))  # sampled order
+    by_group = {0: [], 1: []}
+    for name, pieces in per:
+        by_group[groups[int(name[1:])]].append(escalates(pieces))
+    assert len(by_group[0]) == 6 and sum(by_group[0]) == 3  # its 6 examples, half escalating (4 of its first 6 did)
+    assert len(by_group[1]) == 4 and sum(by_group[1]) == 1  # its 4: 2 wanted, only 1 exists
+    assert pick_examples(played, 10, 0.0, groups) == played[:10]

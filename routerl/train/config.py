@@ -349,6 +349,10 @@ class SftSection:
             teacher escalates (drawn from up to 8x more sampled episodes; 0 = as sampled).
             Escalation is rare on the shared data, and a warm start that sees few learns to always
             accept.
+        escalation_share_per_dataset: apply ``min_escalation_share`` within each dataset, as an
+            exact share (each dataset keeps its sampled share of the examples, and that share of
+            its examples escalate, no more), so that escalating is not a property of one dataset's
+            queries.
         think_fraction: share of examples whose completion carries a short rationale in
             ``<think>``; the rest act directly (so fast mode is trained too).
         learning_rate: AdamW learning rate.
@@ -365,6 +369,7 @@ class SftSection:
     teacher: Literal["descriptor", "oracle"] = "descriptor"
     escalation: Literal["wrong", "gain", "check"] = "wrong"
     min_escalation_share: float = 0.0
+    escalation_share_per_dataset: bool = False
     think_fraction: float = 0.5
     learning_rate: float = 2e-4
     max_steps: int = -1

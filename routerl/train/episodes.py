@@ -11,7 +11,7 @@ unperturbed descriptors of seen models.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -86,18 +86,25 @@ def fresh(episode: Episode) -> Episode:
 
 
 def _pick_env(envs: list[RoutingEnv], rng: np.random.Generator) -> RoutingEnv:
+    return envs[_pick_index(envs, rng)]
+
+
+def _pick_index(envs: list[RoutingEnv], rng: np.random.Generator) -> int:
+    """An environment's index, drawn in proportion to its train prompts."""
     if len(envs) == 1:
-        return envs[0]
+        return 0
     weights = np.array([env.table.prompts_in("train").size for env in envs], dtype=float)
-    return envs[int(rng.choice(len(envs), p=weights / weights.sum()))]
+    return int(rng.choice(len(envs), p=weights / weights.sum()))
 
 
 @dataclass
 class EpisodeBank:
-    """Pre-sampled training episodes and their prompt texts (index-aligned)."""
+    """Pre-sampled training episodes and their prompt texts (index-aligned); ``sources``: the
+    index of the environment (dataset) each episode came from."""
 
     episodes: list[Episode]
     prompts: list[str]
+    sources: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Identical prompt text means identical observation (query, pool descriptors, knob); the
@@ -111,9 +118,13 @@ class EpisodeBank:
         cls, envs: list[RoutingEnv], tokenizer, n: int, seed: int, max_query_chars: int = 1500, style: str = "verbose"
     ) -> "EpisodeBank":
         rng = np.random.default_rng(seed)
-        episodes = [_pick_env(envs, rng).sample_episode(rng) for _ in range(n)]
+        episodes, sources = [], []
+        for _ in range(n):
+            k = _pick_index(envs, rng)
+            sources.append(k)
+            episodes.append(envs[k].sample_episode(rng))
         prompts = [episode_prompt(tokenizer, e.spec, max_query_chars=max_query_chars, style=style) for e in episodes]
-        return cls(episodes, prompts)
+        return cls(episodes, prompts, sources)
 
     def __len__(self) -> int:
         return len(self.episodes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -58,10 +59,15 @@ def build_sft_dataset(config: TrainConfig, envs, tokenizer):
     for episode, prompt in zip(bank.episodes, bank.prompts):
         think = bool(rng.random() < config.sft.think_fraction)
         played.append((prompt, trajectory(episode, config.sft.teacher, think, config.sft.escalation)))
-    chosen = pick_examples(played, n, share)
+    chosen = pick_examples(played, n, share, bank.sources if config.sft.escalation_share_per_dataset else None)
     escalating = sum(escalates(pieces) for _, pieces in chosen)
     log.info("SFT examples: %d teacher trajectories, %d escalate (%d of the first %d sampled did)",
              len(chosen), escalating, sum(escalates(p) for _, p in played[:n]), min(n, len(played)))
+    if config.sft.escalation_share_per_dataset:
+        source = {id(item): k for item, k in zip(played, bank.sources)}
+        for k, env in enumerate(envs):
+            mine = [pieces for item in chosen if source[id(item)] == k for pieces in [item[1]]]
+            log.info("  %s: %d examples, %d escalate", env.table.name, len(mine), sum(escalates(p) for p in mine))
     return Dataset.from_list([sft_example(tokenizer, prompt, pieces) for prompt, pieces in chosen])
 
 
@@ -73,15 +79,37 @@ def escalates(pieces: list[str]) -> bool:
     return sum(ROUTE_OPEN in turn for turn in pieces[::2]) > 1
 
 
-def pick_examples(played: list, n: int, share: float) -> list:
+def pick_examples(played: list, n: int, share: float, groups: Sequence[int] | None = None) -> list:
     """``n`` of the ``(prompt, pieces)`` trajectories, in sampled order: the first ones, except
     that escalating trajectories are taken first until ``share`` of ``n`` escalate (as many as
-    there are)."""
-    want = int(round(share * n))
-    up = [i for i, (_, p) in enumerate(played) if escalates(p)][:want]
-    taken = set(up)
-    rest = [i for i in range(len(played)) if i not in taken][: n - len(up)]
-    return [played[i] for i in sorted(up + rest)]
+    there are).
+
+    ``groups`` (one label per trajectory, e.g. its dataset): each group keeps the number of
+    examples it has among the first ``n``, and ``share`` of them escalate, no more (the rest are
+    its first trajectories that do not escalate, as far as there are), so that escalating is
+    not a property of one dataset's queries, which a policy could learn instead of reading the
+    answers. ``share`` 0: the first ``n``, as sampled, either way."""
+    if share <= 0:
+        return played[:n]
+    if groups is None:
+        want = int(round(share * n))
+        up = [i for i, (_, p) in enumerate(played) if escalates(p)][:want]
+        taken = set(up)
+        rest = [i for i in range(len(played)) if i not in taken][: n - len(up)]
+        return [played[i] for i in sorted(up + rest)]
+    labels = list(groups)
+    quota: dict[int, int] = {}
+    for g in labels[:n]:
+        quota[g] = quota.get(g, 0) + 1
+    chosen: list[int] = []
+    for g, size in quota.items():
+        members = [i for i in range(len(played)) if labels[i] == g]
+        up = [i for i in members if escalates(played[i][1])]
+        calm = [i for i in members if not escalates(played[i][1])]
+        k = min(int(round(share * size)), len(up))
+        fill = calm[: size - k]
+        chosen += up[:k] + fill + up[k : k + size - k - len(fill)]
+    return [played[i] for i in sorted(chosen)]
 
 
 def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path:
