@@ -109,7 +109,9 @@ class FusedLlama:
     gate/up weights are then replaced by views into them, so no memory is doubled and the model
     (think mode, the uncached reference path) keeps computing exactly as before."""
 
-    runs_real_rows = True  # the scorer may pass ``real_rows`` (padded batches without projecting the padding)
+    # The scorer's lean calls (``routerl.policy.scoring._lean``): ``real_rows`` (padded batches without
+    # projecting the padding) and ``head=False`` (the kept rows' hidden states, no output head).
+    lean_scoring = True
 
     def __init__(self, model):
         if not supports(model):
@@ -212,13 +214,13 @@ class FusedLlama:
                 qk, v = _pad(qk, real_rows, B * S).view(B, S, nh + kvh, hd), _pad(v, real_rows, B * S)
             q, k = qk[:, :, :nh].transpose(1, 2), qk[:, :, nh:].transpose(1, 2)  # (B, nh | kvh, S, hd)
             k, v = cache.update(k, v.view(B, S, kvh, hd).transpose(1, 2), i)  # (B, kvh, P + S, hd)
-            layer_bias = bias
-            if i == last and keep is not None and real_rows is None:  # only the kept rows go on
+            layer_bias, tail = bias, i == last and keep is not None  # tail: only the kept rows go on
+            if tail and real_rows is None:  # before attention: only their queries
                 q, x = q[:, :, keep], x[:, keep]
                 layer_bias = None if attention_mask is None else _bias(attention_mask[:, :, keep], B, kvh, nh // kvh, len(keep), P + S, x.dtype)
             a = _attend(q, k, v, layer_bias).transpose(1, 2)  # (B, S', nh, hd)
             a = a.reshape(B * a.shape[1], nq)[real_rows][None] if real_rows is not None else a.reshape(B, a.shape[1], nq)
-            if i == last and keep is not None and real_rows is not None:
+            if tail and real_rows is not None:  # padded batches: after attention, back in the real rows
                 a, x = a[:, keep], x[:, keep]
             x = x + layer.o(a)
             gate_up = layer.gate_up(self._rms(x, layer.norm_post))

@@ -124,6 +124,12 @@ class ContextState:
     length: int
 
 
+def _lean(model) -> bool:
+    """Whether ``model`` takes the scorer's lean calls (the fused engine's ``lean_scoring``):
+    ``real_rows`` for padded batches and ``head=False`` for hidden states without the output head."""
+    return getattr(model, "lean_scoring", False)
+
+
 def _repeat_rows(cache, n: int):
     """``cache`` (a fork with batch 1) seen as ``n`` rows: every layer's keys and values become
     stride-0 views (``expand``), not copies; the next ``update`` concatenates the new rows' keys
@@ -141,18 +147,16 @@ def _ragged_cache(state: ContextState, own: Sequence[ContextState], E: int):
     positions ``P ..`` of ``own[b]`` right-padded with zeros to ``E`` (masked by the caller). Each
     distinct state is padded once per layer; rows that share it share that tensor."""
     P, B = state.length, len(own)
-    distinct: dict[int, int] = {}
-    for o in own:
-        distinct.setdefault(id(o), len(distinct))
-    uniq = {id(o): o for o in own}
-    which = torch.tensor([distinct[id(o)] for o in own])
+    uniq = list({id(o): o for o in own}.values())  # each distinct state once, in first-seen order
+    slot = {id(o): u for u, o in enumerate(uniq)}
+    which = torch.tensor([slot[id(o)] for o in own])
     cache = fork_cache(state.cache)
     for i, layer in enumerate(cache.layers):
         for name in ("keys", "values"):
             shared = getattr(layer, name)  # (1, kvh, P, hd)
-            padded = shared.new_zeros((len(distinct), shared.shape[1], E, shared.shape[3]))
-            for key, u in distinct.items():
-                tail = getattr(uniq[key].cache.layers[i], name)[0, :, P:]
+            padded = shared.new_zeros((len(uniq), shared.shape[1], E, shared.shape[3]))
+            for u, o in enumerate(uniq):
+                tail = getattr(o.cache.layers[i], name)[0, :, P:]
                 padded[u, :, : tail.shape[1]] = tail
             setattr(layer, name, torch.cat([shared.expand(B, *shared.shape[1:]), padded[which]], dim=2))
     return cache
@@ -318,17 +322,17 @@ def _row_scores(model, hidden: torch.Tensor, wanted: Sequence[tuple[bool, set[in
     """Per kept row ``k`` (``hidden`` ``(R, H)``): with ``wanted[k] = (True, tokens)`` the
     logits of just those tokens (a ``{token: logit}`` dict; the row's normaliser is left out),
     else the full ``(V,)`` log-softmax."""
-    weight = model.get_output_embeddings().weight  # (V, H)
+    head = model.get_output_embeddings()  # weight (V, H)
     out: list = [None] * len(wanted)
     full = [k for k, (rel, _) in enumerate(wanted) if not rel]
     if full:
-        logp = model.get_output_embeddings()(hidden[full]).float().log_softmax(-1)
+        logp = head(hidden[full]).float().log_softmax(-1)
         for j, k in enumerate(full):
             out[k] = logp[j]
     for k, (rel, tokens) in enumerate(wanted):
         if rel:
             ids = sorted(tokens)
-            logits = (hidden[k : k + 1] @ weight[ids].T)[0].float()
+            logits = (hidden[k : k + 1] @ head.weight[ids].T)[0].float()
             out[k] = dict(zip(ids, logits.tolist()))
     return out
 
@@ -381,7 +385,7 @@ def packed_logprobs_many(
             N = len(plan.tokens)
             mask = torch.cat([torch.ones((N, past), dtype=torch.bool), _ancestors(plan.parent)], dim=1)[None, None].to(device)
             needed = sorted({r for rows in plan.rows for r in rows if r >= 0})
-            head = not (relative and _same_rows(plan) and getattr(model, "runs_real_rows", False))
+            head = not (relative and _same_rows(plan) and _lean(model))
             res = model(
                 input_ids=torch.tensor([plan.tokens], device=device),
                 past_key_values=fork_cache(state.cache) if state is not None else None,
@@ -416,7 +420,7 @@ def padded_logprobs_many(
     Mask ``(B, 1, S, P + E + S)``: the context, the row's own extension, then the row's own
     ancestors (padding attends to the context only and is never attended to); positions continue
     each row's own state. Only the positions that predict a continuation token go through the
-    output head; the fused forward (``runs_real_rows``) also projects only the real tokens. Each
+    output head; the fused forward (``_lean``) also projects only the real tokens. Each
     row equals ``packed_logprobs`` of its item alone after its state within float rounding;
     attention costs ``B x S x (P + E + S)`` instead of a single packed row's ``(B S) x (P + B S)``.
     ``relative``: as in ``packed_logprobs_many``, per item."""
@@ -445,7 +449,7 @@ def padded_logprobs_many(
     cache = _repeat_rows(fork_cache(state.cache), B) if E == 0 else _ragged_cache(state, own, E)
     where = sorted({(b, r) for b, plan in enumerate(plans) for rows in plan.rows for r in rows if r >= 0})
     logp_rows: dict[tuple[int, int], torch.Tensor] = {}
-    if getattr(model, "runs_real_rows", False):  # the fused forward: no projection work on padding
+    if _lean(model):  # the fused forward: no projection work on padding
         flat = [b * S + s for b, plan in enumerate(plans) for s in range(len(plan.tokens))]
         index = {f: j for j, f in enumerate(flat)}
         keep = [index[b * S + r] for b, r in where]

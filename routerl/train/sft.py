@@ -59,14 +59,15 @@ def build_sft_dataset(config: TrainConfig, envs, tokenizer):
     for episode, prompt in zip(bank.episodes, bank.prompts):
         think = bool(rng.random() < config.sft.think_fraction)
         played.append((prompt, trajectory(episode, config.sft.teacher, think, config.sft.escalation)))
-    chosen = pick_examples(played, n, share, bank.sources if config.sft.escalation_share_per_dataset else None)
+    per_dataset = config.sft.escalation_share_per_dataset
+    picked = pick_indices(played, n, share, bank.sources if per_dataset else None)
+    chosen = [played[i] for i in picked]
     escalating = sum(escalates(pieces) for _, pieces in chosen)
     log.info("SFT examples: %d teacher trajectories, %d escalate (%d of the first %d sampled did)",
              len(chosen), escalating, sum(escalates(p) for _, p in played[:n]), min(n, len(played)))
-    if config.sft.escalation_share_per_dataset:
-        source = {id(item): k for item, k in zip(played, bank.sources)}
+    if per_dataset:
         for k, env in enumerate(envs):
-            mine = [pieces for item in chosen if source[id(item)] == k for pieces in [item[1]]]
+            mine = [played[i][1] for i in picked if bank.sources[i] == k]
             log.info("  %s: %d examples, %d escalate", env.table.name, len(mine), sum(escalates(p) for p in mine))
     return Dataset.from_list([sft_example(tokenizer, prompt, pieces) for prompt, pieces in chosen])
 
@@ -80,9 +81,14 @@ def escalates(pieces: list[str]) -> bool:
 
 
 def pick_examples(played: list, n: int, share: float, groups: Sequence[int] | None = None) -> list:
-    """``n`` of the ``(prompt, pieces)`` trajectories, in sampled order: the first ones, except
-    that escalating trajectories are taken first until ``share`` of ``n`` escalate (as many as
-    there are).
+    """``n`` of the ``(prompt, pieces)`` trajectories, in sampled order (``pick_indices``)."""
+    return [played[i] for i in pick_indices(played, n, share, groups)]
+
+
+def pick_indices(played: list, n: int, share: float, groups: Sequence[int] | None = None) -> list[int]:
+    """The sorted indices of ``n`` of the ``(prompt, pieces)`` trajectories: the first ones,
+    except that escalating trajectories are taken first until ``share`` of ``n`` escalate (as
+    many as there are).
 
     ``groups`` (one label per trajectory, e.g. its dataset): each group keeps the number of
     examples it has among the first ``n``, and ``share`` of them escalate, no more (the rest are
@@ -90,13 +96,13 @@ def pick_examples(played: list, n: int, share: float, groups: Sequence[int] | No
     not a property of one dataset's queries, which a policy could learn instead of reading the
     answers. ``share`` 0: the first ``n``, as sampled, either way."""
     if share <= 0:
-        return played[:n]
+        return list(range(min(n, len(played))))
+    esc = [escalates(pieces) for _, pieces in played]
     if groups is None:
-        want = int(round(share * n))
-        up = [i for i, (_, p) in enumerate(played) if escalates(p)][:want]
+        up = [i for i, e in enumerate(esc) if e][: int(round(share * n))]
         taken = set(up)
         rest = [i for i in range(len(played)) if i not in taken][: n - len(up)]
-        return [played[i] for i in sorted(up + rest)]
+        return sorted(up + rest)
     labels = list(groups)
     quota: dict[int, int] = {}
     for g in labels[:n]:
@@ -104,12 +110,12 @@ def pick_examples(played: list, n: int, share: float, groups: Sequence[int] | No
     chosen: list[int] = []
     for g, size in quota.items():
         members = [i for i in range(len(played)) if labels[i] == g]
-        up = [i for i in members if escalates(played[i][1])]
-        calm = [i for i in members if not escalates(played[i][1])]
+        up = [i for i in members if esc[i]]
+        calm = [i for i in members if not esc[i]]
         k = min(int(round(share * size)), len(up))
         fill = calm[: size - k]
         chosen += up[:k] + fill + up[k : k + size - k - len(fill)]
-    return [played[i] for i in sorted(chosen)]
+    return sorted(chosen)
 
 
 def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path:
