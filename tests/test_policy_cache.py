@@ -182,3 +182,95 @@ def test_padded_batch_equals_each_item_alone(tiny, specs):
     for batch in (padded_logprobs_many(model, state, items), packed_logprobs_many(model, state, items)):
         assert [b.shape for b in batch] == [a.shape for a in alone]
         assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(alone, batch))
+
+
+def test_kept_state_continues_like_a_fresh_run(tiny):
+    """``kept``: the state after context + suffix, taken from the scoring pass (one item, or a row
+    of a padded batch whose rows continue their own states), scores a continuation as running the
+    whole context from scratch does."""
+    from routerl.policy.scoring import packed_logprobs_many
+
+    model, _ = tiny
+    system = run_context(model, [3, 4, 5, 6])
+    knob_lines = [run_context(model, [7, 8], system), run_context(model, [9], system)]
+    suffixes = [[10, 11, 12], [13, 14]]
+    conts = [[20, 21], [20, 22], [23]]
+    for states in (None, knob_lines):  # one item alone (per state), then a padded batch of two
+        kept: list = []
+        if states is None:
+            packed_logprobs_many(model, system, [(suffixes[0], conts)], kept=kept)
+            contexts = [[3, 4, 5, 6] + suffixes[0]]
+        else:
+            packed_logprobs_many(model, system, [(s, conts) for s in suffixes], states=states, kept=kept)
+            contexts = [[3, 4, 5, 6, 7, 8] + suffixes[0], [3, 4, 5, 6, 9] + suffixes[1]]
+        assert [k.length for k in kept] == [len(c) for c in contexts] and all(k.last is None for k in kept)
+        for state, context in zip(kept, contexts):
+            turn = [30, 31, 32]  # the next turn's tokens
+            got = packed_logprobs_many(model, state, [(turn, conts)])[0]
+            want = branch_logprobs(model, context + turn, [((), c) for c in conts], 0)
+            assert torch.allclose(got, want, atol=1e-4)
+    assert packed_logprobs_many(model, system, [([], conts)], kept=(kept := []))[0].shape == (3,) and kept == [None]
+
+
+@pytest.mark.parametrize("engine", ["hf", "fused"])
+def test_turn_cache_runs_only_the_new_turn_with_the_same_numbers(tiny, specs, engine):
+    """A second-round decision continues the first round's kept state (a turn-cache hit) and
+    equals the decision of a router without the turn cache, one by one and in a micro-batch."""
+    from routerl.routers.base import RouteCall
+
+    model, tok = tiny
+    turns = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, engine=engine))
+    plain = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, turn_cache_entries=0))
+    calls = []
+    for spec in specs[:3]:
+        first = turns.decide(spec.query, spec.descriptors, 0.1)
+        calls.append(RouteCall(spec.query, spec.descriptors, 0.1, [Attempt(first.model_id, "The answer is 4.", 0.001)]))
+    assert len(turns.turn_cache) == 3 and plain.turn_cache is None
+    turns.scorer = counting = _CountingScorer(turns.scorer)
+    one = [turns.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    turns.scorer, tokens = counting.inner, counting.tokens
+    assert turns.turn_cache.hits == 3
+    ref = [plain.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
+    full = [len(plain.prompt_ids(c.query, c.candidates, c.knob, c.attempts)) for c in calls]
+    assert len(tokens) == 3 and all(t < f / 2 for t, f in zip(tokens, full))  # the new turn and the actions, not the whole prompt
+    batch_router = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=2, engine=engine))
+    batch_router.decide_batch([RouteCall(c.query, c.candidates, c.knob) for c in calls])  # first rounds, batched: kept per row
+    assert len(batch_router.turn_cache) == 3
+    batch = batch_router.decide_batch(calls + [RouteCall(specs[4].query, specs[4].descriptors, 0.3)])  # with a first round
+    assert batch_router.turn_cache.hits == 3
+    for got in (one, batch):
+        for a, b in zip(got, ref):
+            assert (a.action, a.model_id) == (b.action, b.model_id)
+            assert max(abs(p - dict(b.ranking)[m]) for m, p in a.ranking) < 1e-4
+    # the last allowed turn keeps nothing; a single-call router has no turns to keep
+    assert len(turns.turn_cache) == 3
+    single = PolicyRouter(model, tok, PolicyConfig(mode="fast", max_rounds=1))
+    single.decide(specs[0].query, specs[0].descriptors, 0.1)
+    assert len(single.turn_cache) == 0
+    with pytest.raises(ValueError, match="turn_cache_entries"):
+        PolicyConfig(mode="fast", turn_cache_entries=-1)
+
+
+class _CountingScorer:
+    """A scorer that records how many tokens each forward pass runs."""
+
+    def __init__(self, inner):
+        self.inner, self.tokens = inner, []
+
+    def __call__(self, *args, **kwargs):
+        self.tokens.append(kwargs["input_ids"].shape[-1])
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_prefix_cache_lookup_and_put(tiny):
+    model, _ = tiny
+    cache = PrefixCache(max_entries=2)
+    assert cache.lookup([1, 2]) is None and cache.misses == 1 and len(cache) == 0  # nothing computed on a miss
+    states = {i: run_context(model, [i, i + 1]) for i in (1, 2, 3)}
+    for i, state in states.items():
+        cache.put([i, i + 1], state)
+    assert len(cache) == 2 and cache.lookup([1, 2]) is None  # the least recently used went first
+    assert cache.lookup([3, 4]) is states[3] and cache.hits == 1

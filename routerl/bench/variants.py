@@ -12,7 +12,9 @@ first variant's choice, answered ``"The answer is 4."``: accept or escalate). Pr
 per variant: decision p50 / p90 (in process: no gRPC; the evidence router's query embedding is
 included, so the first pass over the queries is timed too, like new queries), the speed-up over
 the first variant, how often it makes the first variant's decision (same action and model) with
-the largest probability difference over every candidate of the ranking, and the prompt's cached
+the largest probability difference over every candidate of the ranking, the second rounds' own
+p50 and turn-cache hits (a hit: the second round continues the state its first call kept;
+``turn_cache_entries``), and the prompt's cached
 prefix and per-request tokens (first calls; a ``prompt_style`` variant shows another style's
 length, not a style the checkpoint was trained on).
 """
@@ -108,6 +110,8 @@ def _run(checkpoint, variants, rounds, out, in_thread, in_worker: bool = False) 
             "variant": ",".join(f"{k}={v}" for k, v in opts.items()) or "(checkpoint settings)",
             "p50_ms": 1000 * statistics.median(times),
             "p90_ms": 1000 * sorted(times)[int(0.9 * (len(times) - 1))],
+            "second_p50_ms": 1000 * statistics.median(times[-len(calls) :]),
+            "turn_hits": getattr(router.turn_cache, "hits", 0),
             "same": same,
             "n": len(decisions),
             "max_dp": dp,
@@ -120,12 +124,15 @@ def _run(checkpoint, variants, rounds, out, in_thread, in_worker: bool = False) 
     base = results[0]["p50_ms"]
     out(f"{len(calls)} first calls x {rounds} passes + {len(calls)} second rounds per variant, 8-model pool, in process"
         + (" (decisions in a worker thread)" if in_worker else ""))
-    out("| variant | decision p50 ms | p90 ms | p50 speed-up | same decision as the first | max abs prob. diff | cached prefix tokens | tokens run per request (first calls, mean) |")
-    out("|---|---|---|---|---|---|---|---|")
+    out(
+        "| variant | decision p50 ms | p90 ms | p50 speed-up | second rounds p50 ms | turn-cache hits | same decision as the first "
+        "| max abs prob. diff | cached prefix tokens | tokens run per request (first calls, mean) |"
+    )
+    out("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         out(
-            f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base / r['p50_ms']:.2f}x | {r['same']}/{r['n']} | {r['max_dp']:.3g} "
-            f"| {r['prefix_tokens']:.0f} | {r['request_tokens']:.1f} |"
+            f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base / r['p50_ms']:.2f}x | {r['second_p50_ms']:.1f} | {r['turn_hits']} "
+            f"| {r['same']}/{r['n']} | {r['max_dp']:.3g} | {r['prefix_tokens']:.0f} | {r['request_tokens']:.1f} |"
         )
     return results
 

@@ -32,7 +32,7 @@ from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
 from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
 from routerl.policy.scoring import (
-    PrefixCache, action_options, branch_logprobs, common_prefix_len, distinguishing_prefixes, packed_logprobs,
+    ContextState, PrefixCache, action_options, branch_logprobs, common_prefix_len, distinguishing_prefixes,
     packed_logprobs_many,
 )  # fmt: skip
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
@@ -66,6 +66,12 @@ class PolicyConfig:
             candidate block) in an LRU of ``cache_entries`` pools and run only the suffix per
             request; ``False`` runs the whole prompt every time (the reference path).
         cache_entries: bound of that LRU.
+        turn_cache_entries: multi-round requests (fast mode, ``cache`` on): keep the state after
+            each scored prompt that may get another turn (``max_rounds`` > 1) in an LRU of this
+            many entries, so that the next turn, whose prompt extends it by the routed action and
+            the answer, runs only those tokens (about 7 MB per entry for SmolLM2-135M in bfloat16
+            with a 300-token prompt); 0 = off (every turn runs its whole prompt after the cached
+            system message). An evaluation needs at least one entry per knob of its sweep.
         dtype: weights for serving: ``float32``, ``bfloat16`` or ``int8`` (dynamic int8
             quantization of the Linear layers, CPU only). Applied when the router is built.
         threads: OpenMP threads of the thread that runs the forward passes: set when the router is
@@ -97,6 +103,7 @@ class PolicyConfig:
     max_info_chars: int = 600
     cache: bool = True
     cache_entries: int = 64
+    turn_cache_entries: int = 32
     dtype: str = "float32"
     threads: int = 0
     max_query_tokens: int = 0
@@ -111,7 +118,7 @@ class PolicyConfig:
             raise ValueError(f"field 'cache': must be true or false, got {self.cache!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"field 'dtype': must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name, lo in (("cache_entries", 1), ("threads", 0), ("max_query_tokens", 0), ("shortlist", 0)):
+        for name, lo in (("cache_entries", 1), ("turn_cache_entries", 0), ("threads", 0), ("max_query_tokens", 0), ("shortlist", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"field '{name}': must be an integer >= {lo}, got {value!r}")
@@ -159,6 +166,7 @@ class PolicyRouter(Router):
             self.scorer = FusedLlama(self.model)
         self.tokenizer = tokenizer
         self.prefix_cache = PrefixCache(self.config.cache_entries)
+        self.turn_cache = PrefixCache(self.config.turn_cache_entries) if self.config.turn_cache_entries else None
         self._conts: dict[str, list[int]] = {}
         self._system_tokens: int | None = None
         self.name = name
@@ -325,19 +333,25 @@ class PolicyRouter(Router):
                 continue
             options = action_options(len(shown), called, bool(c.attempts))
             head, suffix = self.split_ids(c.query, shown, c.knob, c.attempts, estimates)
+            start, tail = self._turn_start(c.query, shown, c.knob, c.attempts, estimates, head, suffix)
             base = self._base_len(head)
-            groups.setdefault(tuple(head[:base] if base else head), []).append((i, c, shown, rest, options, head, suffix))
+            member = (i, c, shown, rest, options, head, suffix, start, tail)
+            groups.setdefault(tuple(head[:base] if base else head), []).append(member)
         for key, members in groups.items():
-            heads = {tuple(head) for *_, head, _ in members}
-            items = [(suffix, self._conts_of(options)) for *_, options, _, suffix in members]
+            heads = {tuple(m[5]) for m in members}
+            items = [(m[8], self._conts_of(m[4])) for m in members]
             states = None
-            if len(heads) == 1:  # one knob line (or none): run after its cached state
+            if len(heads) == 1 and all(m[7] is None for m in members):  # one knob line (or none): run after its cached state
                 state = self._prefix_state(list(heads.pop())) if key else None
-            else:  # several knob lines: each row continues its own cached knob line after the shared system message
-                state = self.prefix_cache.get(self.scorer, list(key))
-                states = [self._prefix_state(head) for *_, head, _ in members]
-            for (i, c, shown, rest, options, *_), logp in zip(members, packed_logprobs_many(self.scorer, state, items, states, relative=True)):
+            else:  # each row continues its own state (its knob line or its previous turn) after the shared system message
+                state = self.prefix_cache.get(self.scorer, list(key)) if key else None
+                states = [m[7] if m[7] is not None else (self._prefix_state(m[5]) if m[5] else None) for m in members]
+            kept = [] if any(self._keeps_turn(m[1].attempts) for m in members) else None
+            scored = packed_logprobs_many(self.scorer, state, items, states, relative=True, kept=kept)
+            for n, ((i, c, shown, rest, options, head, suffix, *_), logp) in enumerate(zip(members, scored)):
                 out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
+                if kept is not None and kept[n] is not None and self._keeps_turn(c.attempts):
+                    self.turn_cache.put(head + suffix, kept[n])
         return out
 
     def request_tokens(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> tuple[int, int]:
@@ -382,11 +396,35 @@ class PolicyRouter(Router):
         """Fast-mode probabilities over ``options`` with the prefix cache: the prompt's tokens are
         exactly ``prompt_ids``; the cached prefix is used only when its tokens are a prefix of them.
         After the cached prefix, one forward pass runs the suffix and every action (``packed_logprobs``).
-        In shortlist mode (``evidence``) the cached prefix is the system message."""
+        In shortlist mode (``evidence``) the cached prefix is the system message. A later turn of
+        a multi-round request starts after its previous turn's kept state instead (the turn cache,
+        ``turn_cache_entries``)."""
         head, suffix = self.split_ids(query, candidates, knob, attempts, evidence)
-        state = self._prefix_state(head) if head else None
-        logp = packed_logprobs(self.scorer, state, suffix, self._conts_of(options), relative=True)
+        start, tail = self._turn_start(query, candidates, knob, attempts, evidence, head, suffix)
+        state = start if start is not None else (self._prefix_state(head) if head else None)
+        kept = [] if self._keeps_turn(attempts) else None
+        logp = packed_logprobs_many(self.scorer, state, [(tail, self._conts_of(options))], relative=True, kept=kept)[0]
+        if kept and kept[0] is not None:
+            self.turn_cache.put(head + suffix, kept[0])
         return torch.softmax(logp, dim=-1)
+
+    def _turn_start(self, query, candidates, knob, attempts, evidence, head: list[int], suffix: list[int]) -> tuple[ContextState | None, list[int]]:
+        """``(state, ids to run after it)`` for the prompt ``head + suffix``: the turn cache's state
+        after this request's previous turn (its prompt is this one without the last attempt,
+        re-rendered; a hit needs its exact tokens, so a different shortlist, knob or query misses)
+        and the ids after it; else ``(None, suffix)``, to run after the cached ``head``."""
+        if self.turn_cache is None or not attempts or not len(self.turn_cache):
+            return None, suffix
+        ids = head + suffix
+        prev = self.prompt_ids(query, candidates, knob, attempts[:-1], evidence)
+        if len(prev) >= len(ids) or ids[: len(prev)] != prev:
+            return None, suffix
+        state = self.turn_cache.lookup(prev)
+        return (state, ids[len(prev) :]) if state is not None else (None, suffix)
+
+    def _keeps_turn(self, attempts: Sequence[Attempt]) -> bool:
+        """Whether a prompt with these attempts may get another turn, whose prompt extends it."""
+        return self.turn_cache is not None and len(attempts) + 1 < self.max_rounds
 
     def _conts_of(self, options) -> list[list[int]]:
         """The token ids scored for each option (``action_scoring``)."""

@@ -116,10 +116,12 @@ def fork_cache(cache):
 
 @dataclass
 class ContextState:
-    """The model state after a context: ``last`` = log-probs of the next token ``(V,)``; ``cache``
-    holds ``length`` positions (never written in place: use ``fork_cache`` before extending it)."""
+    """The model state after a context: ``last`` = log-probs of the next token ``(V,)``, or None
+    for a state kept from a scoring pass (``packed_logprobs_many``'s ``kept``; continue it with a
+    non-empty suffix); ``cache`` holds ``length`` positions (never written in place: use
+    ``fork_cache`` before extending it)."""
 
-    last: torch.Tensor
+    last: torch.Tensor | None
     cache: object
     length: int
 
@@ -352,7 +354,7 @@ def _wanted(plans: Sequence[_Plan], conts_of: Sequence[Sequence[Sequence[int]]],
 @torch.no_grad()
 def packed_logprobs_many(
     model, state: ContextState | None, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-    states: Sequence[ContextState] | None = None, relative: bool = False,
+    states: Sequence[ContextState] | None = None, relative: bool = False, kept: list | None = None,
 ) -> list[torch.Tensor]:  # fmt: skip
     """``packed_logprobs`` for several requests that share the context ``state`` (e.g. the cached
     system message). One item: ONE forward pass of batch 1 over its suffix chain and continuation
@@ -368,44 +370,75 @@ def packed_logprobs_many(
     its log-likelihoods by one constant (the rows' normalisers, which cancel in that softmax), and
     with a model that returns hidden states without its head (the fused engine) only the options'
     own token logits are computed at those rows, not the full-vocabulary head (49,152 x 576
-    multiply-adds and a 57 MB weight read per row for SmolLM2-135M)."""
+    multiply-adds and a 57 MB weight read per row for SmolLM2-135M).
+
+    ``kept`` (a list, filled in item order): the state after each item's context + suffix, taken
+    from the same pass (a suffix is laid out before its continuations, so its keys and values are
+    already in the pass's cache), or None for an empty suffix. A multi-round request's next turn
+    continues that state instead of running its first turn again (``PolicyRouter``'s turn
+    cache). Such a state has no ``last``: continue it with a non-empty suffix."""
     if not items:
         return []
     if len(items) > 1 and state is not None:
-        return padded_logprobs_many(model, state, items, states, relative)
+        return padded_logprobs_many(model, state, items, states, relative, kept)
     if states is not None:  # one item after its own state
-        return [packed_logprobs_many(model, own, [item], relative=relative)[0] for own, item in zip(states, items)]
+        return [packed_logprobs_many(model, own, [item], relative=relative, kept=kept)[0] for own, item in zip(states, items)]
     out = []
-    for suffix, conts in items:  # several items without a shared context: one pass each
-        plan = _plan(suffix, conts, state is not None)
-        past = state.length if state is not None else 0
-        logp_rows: dict[int, torch.Tensor] = {-1: state.last} if state is not None else {}
-        if plan.tokens:
-            device = _device(model)
-            N = len(plan.tokens)
-            mask = torch.cat([torch.ones((N, past), dtype=torch.bool), _ancestors(plan.parent)], dim=1)[None, None].to(device)
-            needed = sorted({r for rows in plan.rows for r in rows if r >= 0})
-            head = not (relative and _same_rows(plan) and _lean(model))
-            res = model(
-                input_ids=torch.tensor([plan.tokens], device=device),
-                past_key_values=fork_cache(state.cache) if state is not None else None,
-                attention_mask=mask, position_ids=torch.tensor([[past + p for p in plan.pos]], device=device), use_cache=True,
-                logits_to_keep=torch.tensor(needed, device=device), **({} if head else {"head": False}),
-            )  # fmt: skip
-            if head:
-                logp = res.logits[0].float().log_softmax(-1)
-                logp_rows.update({r: logp[k] for k, r in enumerate(needed)})
-            else:
-                wanted = _wanted([plan], [conts], [(0, r) for r in needed], True)
-                logp_rows.update(dict(zip(needed, _row_scores(model, res.last_hidden_state[0], wanted))))
-        out.append(_sums(plan, conts, logp_rows.__getitem__))
+    for suffix, conts in items:  # one pass each
+        scores, cache = _packed_one(model, state, suffix, conts, relative)
+        out.append(scores)
+        if kept is not None:
+            past = state.length if state is not None else 0
+            kept.append(_kept_state(cache, 0, [(0, past + len(suffix))]) if suffix else None)
     return out
+
+
+def _packed_one(model, state: ContextState | None, suffix: Sequence[int], conts: Sequence[Sequence[int]], relative: bool):
+    """One item's packed pass (``packed_logprobs_many``): ``(scores (A,), the pass's cache or None)``.
+    The cache holds the context's positions, then the item's packed tokens (its suffix first)."""
+    plan = _plan(suffix, conts, state is not None)
+    past = state.length if state is not None else 0
+    logp_rows: dict[int, torch.Tensor] = {-1: state.last} if state is not None else {}
+    cache = None
+    if plan.tokens:
+        device = _device(model)
+        N = len(plan.tokens)
+        mask = torch.cat([torch.ones((N, past), dtype=torch.bool), _ancestors(plan.parent)], dim=1)[None, None].to(device)
+        needed = sorted({r for rows in plan.rows for r in rows if r >= 0})
+        head = not (relative and _same_rows(plan) and _lean(model))
+        res = model(
+            input_ids=torch.tensor([plan.tokens], device=device),
+            past_key_values=fork_cache(state.cache) if state is not None else None,
+            attention_mask=mask, position_ids=torch.tensor([[past + p for p in plan.pos]], device=device), use_cache=True,
+            logits_to_keep=torch.tensor(needed, device=device), **({} if head else {"head": False}),
+        )  # fmt: skip
+        cache = res.past_key_values
+        if head:
+            logp = res.logits[0].float().log_softmax(-1)
+            logp_rows.update({r: logp[k] for k, r in enumerate(needed)})
+        else:
+            wanted = _wanted([plan], [conts], [(0, r) for r in needed], True)
+            logp_rows.update(dict(zip(needed, _row_scores(model, res.last_hidden_state[0], wanted))))
+    return _sums(plan, conts, logp_rows.__getitem__), cache
+
+
+def _kept_state(cache, row: int, spans: Sequence[tuple[int, int]]) -> ContextState:
+    """The state made of positions ``spans`` (``[(start, stop)]``, in order) of batch row ``row`` of
+    a pass's ``cache`` (slices when there is one span and one row, else new tensors); ``last`` is
+    None (``ContextState``)."""
+    kept = fork_cache(cache)
+    for layer in kept.layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)
+            parts = [t[row : row + 1, :, a:b] for a, b in spans if b > a]
+            setattr(layer, name, parts[0] if len(parts) == 1 and t.shape[0] == 1 else torch.cat(parts, dim=2))
+    return ContextState(None, kept, sum(b - a for a, b in spans))
 
 
 @torch.no_grad()
 def padded_logprobs_many(
     model, state: ContextState, items: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
-    states: Sequence[ContextState] | None = None, relative: bool = False,
+    states: Sequence[ContextState] | None = None, relative: bool = False, kept: list | None = None,
 ) -> list[torch.Tensor]:  # fmt: skip
     """Several items after the shared context ``state`` in ONE forward pass of shape ``(B, S)``:
     row b holds item b's suffix and continuation trie (``_plan``), right-padded to the longest.
@@ -423,7 +456,8 @@ def padded_logprobs_many(
     output head; the fused forward (``_lean``) also projects only the real tokens. Each
     row equals ``packed_logprobs`` of its item alone after its state within float rounding;
     attention costs ``B x S x (P + E + S)`` instead of a single packed row's ``(B S) x (P + B S)``.
-    ``relative``: as in ``packed_logprobs_many``, per item."""
+    ``relative`` and ``kept``: as in ``packed_logprobs_many``, per item (a kept state joins row
+    b's context, extension and suffix positions)."""
     device = _device(model)
     plans = [_plan(suffix, conts, True) for suffix, conts in items]
     B, P = len(plans), state.length
@@ -470,6 +504,9 @@ def padded_logprobs_many(
             si = torch.tensor([r for _, r in where], device=device)
             logp = head(hidden[bi, si]).float().log_softmax(-1)  # (R, V)
             logp_rows = {w: logp[k] for k, w in enumerate(where)}
+    if kept is not None:  # the pass wrote every row's keys and values into ``cache``
+        for b, (suffix, _) in enumerate(items):
+            kept.append(_kept_state(cache, b, [(0, P + ext[b]), (P + E, P + E + len(suffix))]) if suffix else None)
     return [
         _sums(plan, conts, lambda r, b=b: own[b].last if r < 0 else logp_rows[(b, r)])
         for b, (plan, (_, conts)) in enumerate(zip(plans, items))
@@ -522,6 +559,27 @@ class PrefixCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def lookup(self, ids: Sequence[int]) -> ContextState | None:
+        """The cached state after ``ids``, or None (nothing is computed)."""
+        k = self.key(ids)
+        with self._lock:
+            state = self._items.get(k)
+            if state is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(k)
+            self.hits += 1
+            return state
+
+    def put(self, ids: Sequence[int], state: ContextState) -> None:
+        """Cache ``state`` as the state after ``ids`` (the least recently used entry goes first)."""
+        k = self.key(ids)
+        with self._lock:
+            self._items[k] = state
+            self._items.move_to_end(k)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+
     def get(self, model, ids: Sequence[int], base: int = 0) -> ContextState:
         """The state after ``ids`` (computed on a miss; two threads missing together both compute).
         ``base`` > 0: on a miss, run only ``ids[base:]`` after the (cached) state of ``ids[:base]``."""
@@ -537,11 +595,7 @@ class PrefixCache:
             state = run_context(model, ids[base:], self.get(model, ids[:base]))
         else:
             state = run_context(model, ids)
-        with self._lock:
-            self._items[k] = state
-            self._items.move_to_end(k)
-            while len(self._items) > self.max_entries:
-                self._items.popitem(last=False)
+        self.put(ids, state)
         return state
 
 

@@ -28,7 +28,7 @@ from routerl.routers.learned_evidence import LEARNED_FILE
 
 WEIGHTS = "adapter_model.safetensors"
 # PolicyConfig fields that change how a trained policy is served, not what it was trained to read.
-SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "threads", "max_query_tokens", "mode")
+SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "turn_cache_entries", "threads", "max_query_tokens", "mode")
 
 
 def serving_overrides(pairs: list[str]) -> dict:
