@@ -130,3 +130,34 @@ def test_eval_on_a_slice_of_zeroeval(tmp_path):
     for pool in ("seen", "full"):
         routers = m["pools"][pool]["routers"]
         assert routers["oracle"]["aiq"] >= max(r["aiq"] for r in routers.values())
+
+
+def test_paired_bootstrap_of_aiq_differences(eval_run, capsys):
+    """``routerl.eval.paired``: AIQs equal the run's metrics; a router against itself differs by
+    exactly 0; the oracle is ahead of random in every resample; bad names are clear errors."""
+    from routerl.eval.paired import compare, main as paired_main, paired_bootstrap
+
+    table, splits, _ = SyntheticWorld().build()
+    rows = read_decisions(eval_run / "decisions.jsonl")
+    written = json.loads((eval_run / "metrics.json").read_text())["datasets"]["synthetic"]["pools"]
+    results = compare(rows, {table.name: table}, splits, "oracle", ["random", "oracle", "knn-probe:k=5"], resamples=300)
+    assert {(r.pool, r.baseline) for r in results} == {(p, b) for p in ("seen", "full") for b in ("random", "oracle", "knn-probe:k=5")}
+    for r in results:
+        assert r.n_prompts == LIMIT
+        assert r.aiq_router == pytest.approx(written[r.pool]["routers"]["oracle"]["aiq"], abs=1e-6)
+        assert r.aiq_baseline == pytest.approx(written[r.pool]["routers"][r.baseline]["aiq"], abs=1e-6)
+        if r.baseline == "oracle":
+            assert r.diff == 0 and r.se == 0 and r.low == r.high == 0 and r.ahead == 0
+        if r.baseline == "random":
+            assert r.diff > 0 and r.low > 0 and r.ahead == 1.0 and r.low <= r.diff <= r.high
+    # resampling noise shrinks with more prompts: the same per-prompt gap over 4x the prompts
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((2, 100)) < 0.7).astype(float), (rng.random((2, 100)) < 0.6).astype(float)
+    costs = np.array([[1.0] * 100, [2.0] * 100])
+    small = paired_bootstrap(a, costs, b, costs, 4.0, resamples=400)
+    large = paired_bootstrap(np.tile(a, 4), np.tile(costs, 4), np.tile(b, 4), np.tile(costs, 4), 4.0, resamples=400)
+    assert large[2] < small[2] * 0.7
+    with pytest.raises(ValueError, match="no decisions of router 'nope'"):
+        compare(rows, {table.name: table}, splits, "oracle", ["nope"])
+    assert paired_main([str(eval_run / "missing.jsonl"), "--data", "x.jsonl.gz", "--router", "a", "--against", "b"]) == 2
+    assert "no such decision file" in capsys.readouterr().err

@@ -59,6 +59,17 @@ def _outcome(table: OutcomeTable, available: np.ndarray, mask: np.ndarray, row: 
     return float(table.score[i, table.model_index(row["final"])]), cost
 
 
+def cost_range(table: OutcomeTable, splits: Splits | None, prompt_ids: Sequence[str]) -> tuple[str, float]:
+    """The AIQ cost range of ``table`` on these prompts: ``(model, USD per 1k)`` of the most
+    expensive single model of the full pool (the same range for both pools)."""
+    full_mask = pool_masks(table, splits, ["full"])["full"]
+    singles = single_model_points(table, full_mask, np.array([table.prompt_index(p) for p in prompt_ids]))
+    if not singles:
+        raise ValueError(f"{table.name}: no single model (priced row on >= 95% of prompts) to set the AIQ cost range")
+    expensive = max(singles, key=lambda m: singles[m][1])
+    return expensive, singles[expensive][1]
+
+
 def router_curves(
     rows: Iterable[dict], tables: dict[str, OutcomeTable], splits: Splits | None
 ) -> dict[tuple[str, str, str], dict[float, dict[str, tuple[float, float, str]]]]:
@@ -130,13 +141,7 @@ def compute_metrics(
                         ids.update(cell)
             prompt_sets[pool] = ids
         all_ids = sorted(set().union(*prompt_sets.values()), key=table.prompt_index)
-        full_mask = pool_masks(table, splits, ["full"])["full"]
-        all_prompts = np.array([table.prompt_index(p) for p in all_ids])
-        singles_full = single_model_points(table, full_mask, all_prompts)
-        if not singles_full:
-            raise ValueError(f"{name}: no single model (priced row on >= 95% of prompts) to set the AIQ cost range")
-        expensive = max(singles_full, key=lambda m: singles_full[m][1])
-        c_max = singles_full[expensive][1]
+        expensive, c_max = cost_range(table, splits, all_ids)
         knobs_all = sorted({knob for key in keys for knob in curves[key]})
         raw: dict[tuple[str, str], float] = {}  # (pool, router or "<oracle>") -> unrounded AIQ
         ds: dict = {

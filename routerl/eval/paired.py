@@ -1,0 +1,184 @@
+"""Paired bootstrap of AIQ differences: is one router ahead of another by more than sampling noise?
+
+    python -m routerl.eval.paired runs/eval-policy-all \\
+        --data ../shared/data/zeroeval.jsonl.gz --data ../shared/data/mmlupro.jsonl.gz \\
+        --splits ../shared/data/splits.json --router policy --against evidence,learned,knn-probe,cluster-probe
+
+Reads a ``routerl eval`` decision file (the run's directory or its ``decisions.jsonl``). Per
+dataset and pool where both routers were evaluated on the same prompts and knobs, the evaluated
+prompts are resampled with replacement ``--resamples`` times (seeded); each resample gives both
+routers' knob points (mean score and mean cost of the resampled prompts) and their AIQ, with the
+cost range of the whole sample (``metrics.cost_range``: the protocol's range, not something a
+router's decisions move). The same resample serves both routers, so the difference is paired:
+what the two routers decide alike cancels, and only the prompts where they differ add noise.
+
+Printed per (dataset, pool, baseline): both AIQs on the evaluated prompts, their difference, the
+bootstrap standard error and 95% percentile interval of the difference, and the share of
+resamples in which ``--router`` is ahead. An interval that contains 0 means the evaluated prompts
+cannot tell the two routers apart. It measures prompt-sampling noise only: the models' recorded
+answers and the fitted routers are taken as given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from routerl.eval.frontier import aiq
+from routerl.routers.base import USD_SCALE
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``router`` minus ``baseline`` on one dataset and pool (AIQs on the evaluated prompts)."""
+
+    dataset: str
+    pool: str
+    router: str
+    baseline: str
+    n_prompts: int
+    aiq_router: float
+    aiq_baseline: float
+    se: float
+    low: float
+    high: float
+    ahead: float  # share of resamples where the router's AIQ is higher
+
+    @property
+    def diff(self) -> float:
+        return self.aiq_router - self.aiq_baseline
+
+
+def _matrices(curve: dict[float, dict], prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, costs)``, each ``(K, N)``: per knob (sorted) and prompt, the final model's score
+    and the summed cost of the calls in USD per 1k queries."""
+    knobs = sorted(curve)
+    scores = np.array([[curve[k][p][0] for p in prompts] for k in knobs])
+    costs = np.array([[curve[k][p][1] for p in prompts] for k in knobs]) * USD_SCALE
+    return scores, costs
+
+
+def _aiqs(weights: np.ndarray, scores: np.ndarray, costs: np.ndarray, c_max: float) -> np.ndarray:
+    """``(B,)`` AIQ of each resample: ``weights`` ``(B, N)`` = how often each prompt was drawn."""
+    n = weights.sum(axis=1, keepdims=True)
+    acc = weights @ scores.T / n  # (B, K)
+    cost = weights @ costs.T / n
+    return np.array([aiq(c, a, c_max) for c, a in zip(cost, acc)])
+
+
+def paired_bootstrap(
+    scores_a: np.ndarray, costs_a: np.ndarray, scores_b: np.ndarray, costs_b: np.ndarray, c_max: float,
+    resamples: int = 2000, seed: int = 0,
+) -> tuple[float, float, float, float, float, float]:  # fmt: skip
+    """``(aiq_a, aiq_b, se, low, high, ahead)`` of ``a - b`` for two routers' ``(K, N)`` score and
+    cost matrices over the same ``N`` prompts (``_matrices``): the AIQs on the prompts as given,
+    then over ``resamples`` paired resamples the standard error and 2.5 / 97.5 percentiles of the
+    difference and the share of resamples with ``a`` ahead."""
+    if scores_a.shape[1] != scores_b.shape[1] or scores_a.shape[1] == 0:
+        raise ValueError("both routers need decisions on the same, non-empty set of prompts")
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, got {resamples}")
+    n = scores_a.shape[1]
+    aiq_a = aiq(costs_a.mean(axis=1), scores_a.mean(axis=1), c_max)
+    aiq_b = aiq(costs_b.mean(axis=1), scores_b.mean(axis=1), c_max)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for start in range(0, resamples, 250):  # (250, N) draw counts at a time
+        draws = rng.integers(0, n, size=(min(250, resamples - start), n))
+        weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
+        diffs.append(_aiqs(weights, scores_a, costs_a, c_max) - _aiqs(weights, scores_b, costs_b, c_max))
+    d = np.concatenate(diffs)
+    low, high = np.percentile(d, [2.5, 97.5])
+    return float(aiq_a), float(aiq_b), float(d.std(ddof=1)), float(low), float(high), float(np.mean(d > 0))
+
+
+def compare(
+    rows: Sequence[dict], tables: dict, splits, router: str, baselines: Sequence[str], resamples: int = 2000, seed: int = 0
+) -> list[PairedDifference]:
+    """``PairedDifference`` of ``router`` against each of ``baselines`` wherever both have
+    decisions (per dataset and pool; the same prompts and knobs are required)."""
+    from routerl.eval.metrics import cost_range, router_curves
+
+    curves = router_curves(rows, tables, splits)
+    names = {key[2] for key in curves}
+    for name in [router, *baselines]:
+        if name not in names:
+            raise ValueError(f"no decisions of router {name!r} (the file has {', '.join(sorted(names))})")
+    out = []
+    for (dataset, pool, name), curve in sorted(curves.items()):
+        if name != router:
+            continue
+        prompts = sorted(next(iter(curve.values())))
+        _, c_max = cost_range(tables[dataset], splits, prompts)
+        scores_a, costs_a = _matrices(curve, prompts)
+        for baseline in baselines:
+            other = curves.get((dataset, pool, baseline))
+            if other is None:
+                continue
+            if sorted(other) != sorted(curve) or any(set(other[k]) != set(prompts) for k in other):
+                raise ValueError(f"{baseline!r} and {router!r} were evaluated on different prompts or knobs ({dataset}/{pool})")
+            scores_b, costs_b = _matrices(other, prompts)
+            result = paired_bootstrap(scores_a, costs_a, scores_b, costs_b, c_max, resamples, seed)
+            out.append(PairedDifference(dataset, pool, router, baseline, len(prompts), *result))
+    return out
+
+
+def markdown(results: Sequence[PairedDifference], resamples: int) -> str:
+    lines = [
+        f"| dataset | pool | prompts | {results[0].router if results else 'router'} AIQ | baseline | its AIQ | difference "
+        f"| bootstrap s.e. | 95% interval ({resamples} resamples) | resamples ahead |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.dataset} | {r.pool} | {r.n_prompts} | {r.aiq_router:.4f} | {r.baseline} | {r.aiq_baseline:.4f} | {r.diff:+.4f} "
+            f"| {r.se:.4f} | [{r.low:+.4f}, {r.high:+.4f}] | {r.ahead:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m routerl.eval.paired", description=__doc__.split("\n\n")[0])
+    parser.add_argument("decisions", help="a routerl eval output directory or its decisions.jsonl")
+    parser.add_argument("--data", action="append", required=True, help="outcome table (repeatable), as given to routerl eval")
+    parser.add_argument("--splits", default=None, help="splits.json, as given to routerl eval")
+    parser.add_argument("--router", required=True, help="the router to test (its name in the decision file)")
+    parser.add_argument("--against", required=True, help="comma-separated baselines (names in the decision file)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from routerl.data import Splits, load_outcomes
+    from routerl.eval.decisions import read_decisions
+
+    try:
+        path = Path(args.decisions)
+        path = path / "decisions.jsonl" if path.is_dir() else path
+        if not path.exists():
+            raise ValueError(f"{path}: no such decision file")
+        splits = Splits.load(args.splits) if args.splits else None
+        tables = {}
+        for data in args.data:
+            table = load_outcomes(data)
+            tables[table.name] = table
+        rows = [r for r in read_decisions(path) if r["dataset"] in tables]
+        baselines = [b.strip() for b in args.against.split(",") if b.strip()]
+        if not baselines:
+            raise ValueError("--against names no baseline")
+        results = compare(rows, tables, splits, args.router, baselines, args.resamples, args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not results:
+        print("error: no dataset and pool where both routers have decisions", file=sys.stderr)
+        return 2
+    print(markdown(results, args.resamples))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
