@@ -90,6 +90,11 @@ class PolicyConfig:
         action_scoring: fast mode: ``full`` scores each action's whole text; ``prefix`` scores it up
             to its first distinguishing token (``<route>3``, ``<accept``; ``distinguishing_prefixes``),
             leaving out the closing tags: fewer positions per request, slightly different numbers.
+        escalate_below: fast mode, after an answer: 0 (default) takes the most probable action, as
+            trained; a threshold in (0, 1] accepts the answer when the policy's accept probability
+            is at least this and otherwise routes to its most probable other candidate (a
+            calibration of the trained policy's accept/escalate decision, chosen on val prompts
+            with ``python -m routerl.eval.accept_threshold``).
         engine: fast mode's cached scoring passes: ``hf`` (the ``transformers`` forward) or
             ``fused`` (``routerl.policy.fused``: the same numbers with fused projections, Llama
             models in float32 or bfloat16). The uncached path (``cache: false``) always runs ``hf``.
@@ -112,6 +117,7 @@ class PolicyConfig:
     prompt_style: str = "verbose"
     action_scoring: str = "full"
     engine: str = "hf"
+    escalate_below: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, bool):
@@ -132,6 +138,10 @@ class PolicyConfig:
             raise ValueError("field 'engine': fused runs float32 or bfloat16 weights, not int8")
         if self.prompt_style != "verbose" and not self.shortlist:
             raise ValueError(f"field 'prompt_style': {self.prompt_style!r} needs shortlist mode (shortlist > 0)")
+        if isinstance(self.escalate_below, bool) or not isinstance(self.escalate_below, (int, float)) or not 0.0 <= self.escalate_below <= 1.0:
+            raise ValueError(f"field 'escalate_below': must be a number in [0, 1], got {self.escalate_below!r}")
+        if self.escalate_below and self.mode != "fast":
+            raise ValueError("field 'escalate_below': applies to fast mode only (think mode generates its action)")
         if self.mode not in MODES:
             raise ValueError(f"field 'mode': must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, lo in (("think_budget", 0), ("action_tokens", 4), ("max_rounds", 1), ("max_query_chars", 32), ("max_info_chars", 16)):
@@ -445,8 +455,15 @@ class PolicyRouter(Router):
         return list(torch.softmax(logp, dim=-1))
 
     def _fast_decision(self, query, candidates, attempts, options, probs) -> Decision:
-        """Fast mode: the most probable option."""
+        """Fast mode: the most probable option; with ``escalate_below`` and an accept option, route
+        to the most probable other option when accepting is less probable than that."""
         best = options[int(torch.argmax(probs))]
+        below = self.config.escalate_below
+        accept = [k for k, o in enumerate(options) if o.is_accept]
+        if below > 0 and accept and len(options) > 1:
+            p_accept = float(probs[accept[0]])
+            routes = [k for k in range(len(options)) if k != accept[0]]
+            best = options[max(routes, key=lambda k: float(probs[k]))] if p_accept < below else options[accept[0]]
         return self._decision(query, candidates, attempts, options, probs, "accept" if best.is_accept else "route", best.index, "")
 
     def _decision(self, query, candidates, attempts, options, probs, kind, index, think) -> Decision:

@@ -27,8 +27,9 @@ from routerl.routers.cascade import JUDGE_FILE
 from routerl.routers.learned_evidence import LEARNED_FILE
 
 WEIGHTS = "adapter_model.safetensors"
-# PolicyConfig fields that change how a trained policy is served, not what it was trained to read.
-SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "turn_cache_entries", "threads", "max_query_tokens", "mode")
+# PolicyConfig fields that change how a trained policy is served, not what it was trained to read
+# (``escalate_below`` calibrates its accept/escalate decision).
+SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "turn_cache_entries", "threads", "max_query_tokens", "mode", "escalate_below")
 
 
 def serving_overrides(pairs: list[str]) -> dict:
