@@ -135,7 +135,7 @@ def test_eval_on_a_slice_of_zeroeval(tmp_path):
 def test_paired_bootstrap_of_aiq_differences(eval_run, capsys):
     """``routerl.eval.paired``: AIQs equal the run's metrics; a router against itself differs by
     exactly 0; the oracle is ahead of random in every resample; bad names are clear errors."""
-    from routerl.eval.paired import compare, main as paired_main, paired_bootstrap
+    from routerl.eval.paired import compare, main as paired_main, paired_bootstrap, read_runs
 
     table, splits, _ = SyntheticWorld().build()
     rows = read_decisions(eval_run / "decisions.jsonl")
@@ -159,5 +159,14 @@ def test_paired_bootstrap_of_aiq_differences(eval_run, capsys):
     assert large[2] < small[2] * 0.7
     with pytest.raises(ValueError, match="no decisions of router 'nope'"):
         compare(rows, {table.name: table}, splits, "oracle", ["nope"])
-    assert paired_main([str(eval_run / "missing.jsonl"), "--data", "x.jsonl.gz", "--router", "a", "--against", "b"]) == 2
+    # two runs' files: a router is read from the first file that has it
+    from routerl.eval.decisions import write_decisions
+
+    other = eval_run / "other.jsonl"
+    write_decisions([{**r, "router": "oracle-again"} for r in rows if r["router"] == "oracle"] + [r for r in rows if r["router"] == "random"], other)
+    both = read_runs([eval_run / "decisions.jsonl", other], {"oracle", "oracle-again", "random"}, {table.name})
+    assert len(both) == 3 * len([r for r in rows if r["router"] == "oracle"])  # random once, from the first file
+    again = compare(both, {table.name: table}, splits, "oracle", ["oracle-again", "random"], resamples=50)
+    assert all(r.diff == 0 for r in again if r.baseline == "oracle-again") and len(again) == 4
+    assert paired_main([str(eval_run), str(eval_run / "missing.jsonl"), "--data", "x.jsonl.gz", "--router", "a", "--against", "b"]) == 2
     assert "no such decision file" in capsys.readouterr().err

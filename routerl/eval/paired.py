@@ -4,7 +4,9 @@
         --data ../shared/data/zeroeval.jsonl.gz --data ../shared/data/mmlupro.jsonl.gz \\
         --splits ../shared/data/splits.json --router policy --against evidence,learned,knn-probe,cluster-probe
 
-Reads a ``routerl eval`` decision file (the run's directory or its ``decisions.jsonl``). Per
+Reads ``routerl eval`` decision files (runs' directories or their ``decisions.jsonl``; a router
+found in several is read from the first that has it, so two runs on the same prompts and knobs
+can be compared). Per
 dataset and pool where both routers were evaluated on the same prompts and knobs, the evaluated
 prompts are resampled with replacement ``--resamples`` times (seeded); each resample gives both
 routers' knob points (mean score and mean cost of the resampled prompts) and their AIQ, with the
@@ -128,6 +130,20 @@ def compare(
     return out
 
 
+def read_runs(paths: Sequence[str | Path], routers: set[str], datasets: set[str]) -> list[dict]:
+    """The decision rows of ``routers`` on ``datasets`` from several decision files; a router
+    found in several files is read from the first that has it."""
+    from routerl.eval.decisions import read_decisions
+
+    rows: list[dict] = []
+    taken: set[str] = set()
+    for path in paths:
+        these = [r for r in read_decisions(path) if r["dataset"] in datasets and r["router"] in routers - taken]
+        rows.extend(these)
+        taken |= {r["router"] for r in these}
+    return rows
+
+
 def markdown(results: Sequence[PairedDifference], resamples: int) -> str:
     lines = [
         f"| dataset | pool | prompts | {results[0].router if results else 'router'} AIQ | baseline | its AIQ | difference "
@@ -144,7 +160,7 @@ def markdown(results: Sequence[PairedDifference], resamples: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m routerl.eval.paired", description=__doc__.split("\n\n")[0])
-    parser.add_argument("decisions", help="a routerl eval output directory or its decisions.jsonl")
+    parser.add_argument("decisions", nargs="+", help="routerl eval output directories or decisions.jsonl files")
     parser.add_argument("--data", action="append", required=True, help="outcome table (repeatable), as given to routerl eval")
     parser.add_argument("--splits", default=None, help="splits.json, as given to routerl eval")
     parser.add_argument("--router", required=True, help="the router to test (its name in the decision file)")
@@ -153,22 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from routerl.data import Splits, load_outcomes
-    from routerl.eval.decisions import read_decisions
 
     try:
-        path = Path(args.decisions)
-        path = path / "decisions.jsonl" if path.is_dir() else path
-        if not path.exists():
-            raise ValueError(f"{path}: no such decision file")
+        paths = [Path(p) / "decisions.jsonl" if Path(p).is_dir() else Path(p) for p in args.decisions]
+        for path in paths:
+            if not path.exists():
+                raise ValueError(f"{path}: no such decision file")
         splits = Splits.load(args.splits) if args.splits else None
         tables = {}
         for data in args.data:
             table = load_outcomes(data)
             tables[table.name] = table
-        rows = [r for r in read_decisions(path) if r["dataset"] in tables]
         baselines = [b.strip() for b in args.against.split(",") if b.strip()]
         if not baselines:
             raise ValueError("--against names no baseline")
+        rows = read_runs(paths, {args.router, *baselines}, set(tables))
         results = compare(rows, tables, splits, args.router, baselines, args.resamples, args.seed)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
