@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from routerl.eval.recording import DecisionRecorder
+
 DEFAULT_THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 
 
@@ -43,32 +45,21 @@ class AfterAnswer:
     routed: bool
 
 
-class AcceptRecorder:
-    """Wraps a fast-mode ``PolicyRouter``: records every decision after an answer (``AfterAnswer``)."""
+class AcceptRecorder(DecisionRecorder):
+    """Wraps a fast-mode ``PolicyRouter``: records every decision after a first answer (``AfterAnswer``)."""
 
     def __init__(self, router):
-        self.router = router
-        self.name = router.name
-        self.max_rounds = router.max_rounds
+        super().__init__(router)
         self.records: list[AfterAnswer] = []
 
-    def prepare(self, queries) -> None:
-        prepare = getattr(self.router, "prepare", None)
-        if callable(prepare):
-            prepare(queries)
-
-    def decide_many(self, query, candidates, knobs):
-        return self.router.decide_many(query, candidates, knobs)
-
-    def decide(self, query, candidates, knob: float, attempts: Sequence = ()):
-        decision = self.router.decide(query, candidates, knob, attempts)
-        if len(attempts) == 1:
-            first = attempts[0].model_id
-            probs = dict(decision.ranking)
-            others = [(p, m) for m, p in decision.ranking if m != first and p > 0]
-            other = max(others)[1] if others else None
-            self.records.append(AfterAnswer(query.prompt_id, float(knob), first, float(probs.get(first, 1.0)), other, decision.action == "route"))
-        return decision
+    def record(self, query, candidates, knob: float, attempts: Sequence, decision) -> None:
+        if len(attempts) != 1:
+            return
+        first = attempts[0].model_id
+        probs = dict(decision.ranking)
+        others = [(p, m) for m, p in decision.ranking if m != first and p > 0]
+        other = max(others)[1] if others else None
+        self.records.append(AfterAnswer(query.prompt_id, float(knob), first, float(probs.get(first, 1.0)), other, decision.action == "route"))
 
 
 def replay(records: Sequence[AfterAnswer], table, prompt_ids: Sequence[str], knobs: Sequence[float], threshold: float | None) -> list[tuple[float, float, float]]:

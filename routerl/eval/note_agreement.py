@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from routerl.eval.recording import DecisionRecorder
+
 VERDICT = re.compile(r": (call|keep)\b")  # AnswerJudge.format: "check 0.44: call [2] (+0.33)" / "check 0.93: keep (-0.20)"
 
 
@@ -69,35 +71,24 @@ class NoteAgreement:
         return "\n".join(lines)
 
 
-class NoteRecorder:
+class NoteRecorder(DecisionRecorder):
     """Wraps a judged ``PolicyRouter``: every decision after an answer is recorded with the verdict
     of the note the policy read for that answer (``PolicyRouter.judge_notes``)."""
 
     def __init__(self, router):
         if getattr(router, "judge", None) is None:
             raise ValueError("the policy has no answer judge (answer_judge.json): nothing to agree with")
-        self.router = router
-        self.name = router.name
-        self.max_rounds = router.max_rounds
+        super().__init__(router)
         self.agreement = NoteAgreement()
 
-    def prepare(self, queries) -> None:
-        prepare = getattr(self.router, "prepare", None)
-        if callable(prepare):
-            prepare(queries)
-
-    def decide_many(self, query, candidates, knobs):
-        return self.router.decide_many(query, candidates, knobs)
-
-    def decide(self, query, candidates, knob: float, attempts: Sequence = ()):
-        decision = self.router.decide(query, candidates, knob, attempts)
-        if attempts:
-            shown, estimates, _ = self.router._view(query, candidates, knob, attempts)
-            notes = self.router.judge_notes(query, shown, knob, attempts, estimates)
-            if notes:
-                p_accept = dict(decision.ranking).get(attempts[-1].model_id, 0.0)
-                self.agreement.add(verdict(notes[-1]), decision.action, float(p_accept))
-        return decision
+    def record(self, query, candidates, knob: float, attempts: Sequence, decision) -> None:
+        if not attempts:
+            return
+        shown, estimates, _ = self.router._view(query, candidates, knob, attempts)
+        notes = self.router.judge_notes(query, shown, knob, attempts, estimates)
+        if notes:
+            p_accept = dict(decision.ranking).get(attempts[-1].model_id, 0.0)
+            self.agreement.add(verdict(notes[-1]), decision.action, float(p_accept))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
