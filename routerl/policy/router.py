@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import yaml
@@ -345,23 +345,24 @@ class PolicyRouter(Router):
             head, suffix = self.split_ids(c.query, shown, c.knob, c.attempts, estimates)
             start, tail = self._turn_start(c.query, shown, c.knob, c.attempts, estimates, head, suffix)
             base = self._base_len(head)
-            member = (i, c, shown, rest, options, head, suffix, start, tail)
+            member = _Pending(i, c, shown, rest, options, head, suffix, start, tail, self._keeps_turn(c.attempts))
             groups.setdefault(tuple(head[:base] if base else head), []).append(member)
         for key, members in groups.items():
-            heads = {tuple(m[5]) for m in members}
-            items = [(m[8], self._conts_of(m[4])) for m in members]
+            heads = {tuple(m.head) for m in members}
+            items = [(m.tail, self._conts_of(m.options)) for m in members]
             states = None
-            if len(heads) == 1 and all(m[7] is None for m in members):  # one knob line (or none): run after its cached state
+            if len(heads) == 1 and all(m.start is None for m in members):  # one knob line (or none): run after its cached state
                 state = self._prefix_state(list(heads.pop())) if key else None
             else:  # each row continues its own state (its knob line or its previous turn) after the shared system message
                 state = self.prefix_cache.get(self.scorer, list(key)) if key else None
-                states = [m[7] if m[7] is not None else (self._prefix_state(m[5]) if m[5] else None) for m in members]
-            kept = [] if any(self._keeps_turn(m[1].attempts) for m in members) else None
+                states = [m.start if m.start is not None else (self._prefix_state(m.head) if m.head else None) for m in members]
+            kept = [] if any(m.keeps for m in members) else None
             scored = packed_logprobs_many(self.scorer, state, items, states, relative=True, kept=kept)
-            for n, ((i, c, shown, rest, options, head, suffix, *_), logp) in enumerate(zip(members, scored)):
-                out[i] = _with_rest(self._fast_decision(c.query, shown, c.attempts, options, torch.softmax(logp, dim=-1)), rest)
-                if kept is not None and kept[n] is not None and self._keeps_turn(c.attempts):
-                    self.turn_cache.put(head + suffix, kept[n])
+            for n, (m, logp) in enumerate(zip(members, scored)):
+                c = m.call
+                out[m.index] = _with_rest(self._fast_decision(c.query, m.shown, c.attempts, m.options, torch.softmax(logp, dim=-1)), m.rest)
+                if m.keeps and kept[n] is not None:
+                    self.turn_cache.put(m.head + m.suffix, kept[n])
         return out
 
     def request_tokens(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> tuple[int, int]:
@@ -478,6 +479,24 @@ class PolicyRouter(Router):
         return Decision(
             "route", chosen.id, order, think=think, est_cost_usd=float(chosen.estimate_cost_usd(query.tokens)), router=self.name
         )
+
+
+class _Pending(NamedTuple):
+    """A fast-mode request of a micro-batch, ready to score: its position in the batch, the call,
+    what it is shown (``_view``), its options, its prompt as cached ``head`` + ``suffix``, and the
+    turn cache's ``start`` state with the ``tail`` to run after it (``_turn_start``); ``keeps``:
+    whether to keep its state for a next turn (``_keeps_turn``)."""
+
+    index: int
+    call: RouteCall
+    shown: list
+    rest: list
+    options: list
+    head: list[int]
+    suffix: list[int]
+    start: ContextState | None
+    tail: list[int]
+    keeps: bool
 
 
 def compute_cores() -> int:

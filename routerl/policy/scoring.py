@@ -583,14 +583,9 @@ class PrefixCache:
     def get(self, model, ids: Sequence[int], base: int = 0) -> ContextState:
         """The state after ``ids`` (computed on a miss; two threads missing together both compute).
         ``base`` > 0: on a miss, run only ``ids[base:]`` after the (cached) state of ``ids[:base]``."""
-        k = self.key(ids)
-        with self._lock:
-            state = self._items.get(k)
-            if state is not None:
-                self._items.move_to_end(k)
-                self.hits += 1
-                return state
-            self.misses += 1
+        state = self.lookup(ids)
+        if state is not None:
+            return state
         if 0 < base < len(ids):
             state = run_context(model, ids[base:], self.get(model, ids[:base]))
         else:
