@@ -135,3 +135,48 @@ def test_cascade_options_are_validated(synthetic_world):
         build_router("cascade", resources, colour="red", **FAST)
     fixed = build_router("cascade", resources, margin=0.05, max_rounds=2, **FAST)
     assert (fixed.margin, fixed.max_rounds) == (0.05, 2) and "val_grid" not in fixed.info
+
+
+def test_cascade_oracle_accepts_right_answers_and_escalates_from_wrong_ones(fitted, synthetic_world):
+    """The perfect judge: every accepted answer after an escalation-worthy wrong one is replaced;
+    no right answer is ever escalated from; its accuracy at knob 0 is at least learned's (same
+    first call) and the answer check's cascade's."""
+    table, splits, _ = synthetic_world
+    resources = RouterResources(table=table, splits=splits, embedder="hash")
+    bound = build_router("cascade-oracle", resources, **FAST)
+    assert bound.max_rounds == 2 and bound.name == "cascade-oracle"
+    descriptors = build_descriptors(table)
+    prompts = evaluation_prompts(table, "test")
+    rows = {name: list(run_router(r, name, table, splits, prompts, descriptors, ("full",), (0.0,)))
+            for name, r in (("bound", bound), ("cascade", fitted[0]), ("learned", fitted[1]))}
+
+    def score(row):
+        return table.score[table.prompt_index(row["prompt_id"]), table.model_index(row["final"])]
+
+    for row, first in zip(rows["bound"], rows["learned"]):
+        assert row["models"][0] == first["models"][0]  # round 1 is learned's choice
+        right_first = table.score[table.prompt_index(row["prompt_id"]), table.model_index(row["models"][0])] >= 0.5
+        assert len(row["models"]) == 1 if right_first else len(row["models"]) <= 2
+    escalated = [r for r in rows["bound"] if len(r["models"]) > 1]
+    assert len(escalated) >= 5, "wrong first answers should be escalated from at knob 0"
+    acc = {name: np.mean([score(r) for r in rs]) for name, rs in rows.items()}
+    assert acc["bound"] > acc["learned"] and acc["bound"] >= acc["cascade"]
+
+
+def test_cascade_oracle_needs_recorded_outcomes(synthetic_world):
+    table, splits, _ = synthetic_world
+    resources = RouterResources(table=table, splits=splits, embedder="hash")
+    bound = build_router("cascade-oracle", resources, max_rounds=3, **FAST)
+    assert bound.max_rounds == 3
+    with pytest.raises(ValueError, match="takes no options"):
+        build_router("cascade-oracle", resources, margin=0.1, **FAST)
+    with pytest.raises(ValueError, match="needs an outcome table"):
+        build_router("cascade-oracle", RouterResources(embedder="hash"))
+    descriptors = build_descriptors(table)
+    prompt = table.prompts_in("test")[0]
+    cands = [descriptors[table.models[j]] for j in table.pool(prompt, pool_masks(table, splits)["full"])]
+    query = recorded_queries(table, np.array([prompt]))[0]
+    first = bound.decide(query, cands, 0.0)
+    unrecorded = type(query)(query.text)
+    with pytest.raises(ValueError, match="recorded prompts"):
+        bound.decide(unrecorded, cands, 0.0, [Attempt(first.model_id, "The answer is 1.")])

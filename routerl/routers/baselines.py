@@ -13,6 +13,8 @@ learned         gradient-boosted score from descriptor evidence             ``LE
 cascade         learned, then accept or escalate by an answer check         ``folds``, ``margin``,
                 (multi-round; ``routerl.routers.cascade``)                  ``max_rounds``, and
                                                                             ``LEARNED_DEFAULTS``
+cascade-oracle  learned, then accept a right answer and escalate after a    ``max_rounds``,
+                wrong one (reads test outcomes: the bound of ``cascade``)   ``LEARNED_DEFAULTS``
 ==============  ==========================================================  =================
 
 Options arrive as keyword arguments (strings from the command line are converted here). Routers
@@ -29,6 +31,7 @@ from routerl.routers import cluster_probe, knn_probe
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ClusterProbeRouter
 from routerl.routers.knn_probe import DEFAULT_K, KnnProbeRouter
 from routerl.routers.cascade import CASCADE_DEFAULTS, fit_cascade_router
+from routerl.routers.cascade_oracle import DEFAULT_ROUNDS, PerfectJudgeCascade
 from routerl.routers.learned import LEARNED_DEFAULTS, fit_learned_router
 from routerl.routers.oracle import OracleRouter
 from routerl.routers.probe_index import ProbeIndex
@@ -123,3 +126,15 @@ def _cascade(resources: RouterResources, **options) -> Router:
         raise ValueError("router 'cascade' needs an outcome table to fit on")
     embedder = get_embedder(resources.embedder, resources.cache_dir)
     return fit_cascade_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)
+
+
+@register_router("cascade-oracle")
+def _cascade_oracle(resources: RouterResources, **options) -> Router:
+    kwargs = {key: _take(options, "cascade-oracle", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    max_rounds = _take(options, "cascade-oracle", "max_rounds", int, DEFAULT_ROUNDS)
+    _no_options("cascade-oracle", options)
+    if resources.table is None:
+        raise ValueError("router 'cascade-oracle' needs an outcome table (it fits learned and reads true outcomes)")
+    embedder = get_embedder(resources.embedder, resources.cache_dir)
+    first = fit_learned_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)
+    return PerfectJudgeCascade(first, resources.table, max_rounds, {"max_rounds": max_rounds})

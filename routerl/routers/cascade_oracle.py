@@ -1,0 +1,70 @@
+"""``cascade-oracle``: the ``cascade`` with a perfect accept/escalate decision, the upper bound of
+reading answers (as ``oracle`` is of routing; like it, it reads test outcomes).
+
+Round 1 is the ``learned`` router's choice, as in ``cascade``. After each answer it knows whether
+the answer is right: ``p`` = the recorded score of (prompt, answering model), 0 or 1, where
+``cascade`` has its answer check's probability. The rest is ``cascade``'s rule with margin 0: a
+right answer is accepted (no candidate's estimate exceeds 1); after a wrong one the best uncalled
+candidate by utility is called when ``estimate(next) - p > knob x estimated cost x 1000``, up to
+``max_rounds`` calls. Which model comes next stays the learned estimate; only the judging is
+perfect. Comparing ``cascade`` with ``cascade-oracle`` measures how much of what reading answers
+could add a router's judging gets, as ``OracleGapClosed`` does for routing.
+
+    routerl eval --data ../shared/data/mmlupro.jsonl.gz --splits ../shared/data/splits.json \\
+        --router cascade-oracle,cascade-oracle:max_rounds=3,cascade,learned --pools full --out runs/judging
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from routerl.data.outcomes import OutcomeTable
+from routerl.routers.base import Attempt, Decision
+from routerl.routers.cascade import CascadeRouter, next_call
+from routerl.routers.learned import LearnedRouter
+
+DEFAULT_ROUNDS = 2
+
+
+class PerfectJudgeCascade(CascadeRouter):
+    """``CascadeRouter`` whose judge is the recorded outcome (module docstring). ``judge`` is
+    None: no answer check is fit or read."""
+
+    name = "cascade-oracle"
+
+    def __init__(self, first: LearnedRouter, table: OutcomeTable, max_rounds: int = DEFAULT_ROUNDS, info: dict | None = None):
+        if table is None:
+            raise ValueError("cascade-oracle needs an outcome table (it reads true outcomes)")
+        super().__init__(first, None, max_rounds, info)  # type: ignore[arg-type]
+        self.table = table
+
+    @property
+    def margin(self) -> float:
+        return 0.0
+
+    def truth(self, prompt_id: str | None, model_id: str) -> float:
+        """The recorded score of ``model_id``'s answer to ``prompt_id``."""
+        if prompt_id is None:
+            raise ValueError("cascade-oracle can only judge recorded prompts (the query has no prompt_id)")
+        i, j = self.table.prompt_index(prompt_id), self.table.model_index(model_id)
+        if not np.isfinite(self.table.score[i, j]):
+            raise ValueError(f"cascade-oracle: no recorded outcome of {model_id!r} on prompt {prompt_id!r}")
+        return float(self.table.score[i, j])
+
+    def decide(self, query, candidates, knob, attempts: Sequence[Attempt] = ()) -> Decision:
+        if not candidates:
+            raise ValueError("no candidates to route to")
+        estimates, costs = self._estimates(query, candidates)
+        if not attempts:
+            return self._route(candidates, estimates, costs, knob)
+        p = self.truth(query.prompt_id, attempts[-1].model_id)
+        position = {c.id: k for k, c in enumerate(candidates)}
+        called = [position[a.model_id] for a in attempts if a.model_id in position]
+        think = f"score {p:g}"
+        if len(attempts) < self.max_rounds:
+            k = next_call(estimates, costs, knob, called, p, 0.0)
+            if k is not None:
+                return Decision("route", candidates[k].id, [(candidates[k].id, 1.0)], think, float(costs[k]), self.name)
+        return Decision("accept", attempts[-1].model_id, [], think, 0.0, self.name)
