@@ -170,6 +170,8 @@ def test_cascade_oracle_needs_recorded_outcomes(synthetic_world):
     assert bound.max_rounds == 3
     with pytest.raises(ValueError, match="takes no options"):
         build_router("cascade-oracle", resources, margin=0.1, **FAST)
+    with pytest.raises(ValueError, match="error must be in"):
+        build_router("cascade-oracle", resources, error=1.5, **FAST)
     with pytest.raises(ValueError, match="needs an outcome table"):
         build_router("cascade-oracle", RouterResources(embedder="hash"))
     descriptors = build_descriptors(table)
@@ -180,3 +182,18 @@ def test_cascade_oracle_needs_recorded_outcomes(synthetic_world):
     unrecorded = type(query)(query.text)
     with pytest.raises(ValueError, match="recorded prompts"):
         bound.decide(unrecorded, cands, 0.0, [Attempt(first.model_id, "The answer is 1.")])
+
+
+def test_cascade_oracle_error_flips_a_seeded_share_of_verdicts(synthetic_world):
+    """``error=e`` flips about a share e of verdicts, the same ones on every call; 0 and 1 are
+    the truth and its opposite."""
+    table, splits, _ = synthetic_world
+    resources = RouterResources(table=table, splits=splits, embedder="hash")
+    noisy = build_router("cascade-oracle", resources, error=0.3, **FAST)
+    pairs = [(table.prompt_ids[i], table.models[j]) for i in table.prompts_in("test") for j in range(len(table.models))
+             if table.available[i, j]]
+    flipped = [noisy.verdict(p, m) != noisy.truth(p, m) for p, m in pairs]
+    assert len(pairs) > 200 and 0.2 < np.mean(flipped) < 0.4
+    assert flipped == [noisy.verdict(p, m) != noisy.truth(p, m) for p, m in pairs]
+    noisy.error = 1.0
+    assert all(noisy.verdict(p, m) == 1.0 - noisy.truth(p, m) for p, m in pairs[:50])

@@ -14,7 +14,8 @@ cascade         learned, then accept or escalate by an answer check         ``fo
                 (multi-round; ``routerl.routers.cascade``)                  ``max_rounds``, and
                                                                             ``LEARNED_DEFAULTS``
 cascade-oracle  learned, then accept a right answer and escalate after a    ``max_rounds``,
-                wrong one (reads test outcomes: the bound of ``cascade``)   ``LEARNED_DEFAULTS``
+                wrong one (reads test outcomes: the bound of ``cascade``)   ``error``, and
+                                                                            ``LEARNED_DEFAULTS``
 ==============  ==========================================================  =================
 
 Options arrive as keyword arguments (strings from the command line are converted here). Routers
@@ -132,9 +133,10 @@ def _cascade(resources: RouterResources, **options) -> Router:
 def _cascade_oracle(resources: RouterResources, **options) -> Router:
     kwargs = {key: _take(options, "cascade-oracle", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
     max_rounds = _take(options, "cascade-oracle", "max_rounds", int, DEFAULT_ROUNDS)
+    error = _take(options, "cascade-oracle", "error", float, 0.0)
     _no_options("cascade-oracle", options)
     if resources.table is None:
         raise ValueError("router 'cascade-oracle' needs an outcome table (it fits learned and reads true outcomes)")
     embedder = get_embedder(resources.embedder, resources.cache_dir)
     first = fit_learned_router(resources.table, resources.splits, embedder, seed=resources.seed, **kwargs)
-    return PerfectJudgeCascade(first, resources.table, max_rounds, {"max_rounds": max_rounds})
+    return PerfectJudgeCascade(first, resources.table, max_rounds, error, resources.seed, {"max_rounds": max_rounds, "error": error})

@@ -10,12 +10,18 @@ candidate by utility is called when ``estimate(next) - p > knob x estimated cost
 perfect. Comparing ``cascade`` with ``cascade-oracle`` measures how much of what reading answers
 could add a router's judging gets, as ``OracleGapClosed`` does for routing.
 
+``error`` (default 0) makes the judge imperfect in a controlled way: each verdict is flipped with
+that probability (right read as wrong and wrong as right alike), fixed per (prompt, model, seed),
+so that a sweep over ``error`` shows how good a judge must be for answer reading to pay.
+
     routerl eval --data ../shared/data/mmlupro.jsonl.gz --splits ../shared/data/splits.json \\
-        --router cascade-oracle,cascade-oracle:max_rounds=3,cascade,learned --pools full --out runs/judging
+        --router cascade-oracle,cascade-oracle:max_rounds=3,cascade-oracle:error=0.1,cascade,learned \\
+        --pools full --out runs/judging
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 import numpy as np
@@ -34,11 +40,18 @@ class PerfectJudgeCascade(CascadeRouter):
 
     name = "cascade-oracle"
 
-    def __init__(self, first: LearnedRouter, table: OutcomeTable, max_rounds: int = DEFAULT_ROUNDS, info: dict | None = None):
+    def __init__(
+        self, first: LearnedRouter, table: OutcomeTable, max_rounds: int = DEFAULT_ROUNDS,
+        error: float = 0.0, seed: int = 0, info: dict | None = None,
+    ):
         if table is None:
             raise ValueError("cascade-oracle needs an outcome table (it reads true outcomes)")
+        if not 0.0 <= error <= 1.0:
+            raise ValueError(f"cascade-oracle: error must be in [0, 1], got {error}")
         super().__init__(first, None, max_rounds, info)  # type: ignore[arg-type]
         self.table = table
+        self.error = float(error)
+        self.seed = int(seed)
 
     @property
     def margin(self) -> float:
@@ -53,13 +66,22 @@ class PerfectJudgeCascade(CascadeRouter):
             raise ValueError(f"cascade-oracle: no recorded outcome of {model_id!r} on prompt {prompt_id!r}")
         return float(self.table.score[i, j])
 
+    def verdict(self, prompt_id: str | None, model_id: str) -> float:
+        """``truth``, flipped (``1 - truth``) with probability ``error``, fixed per (prompt, model, seed)."""
+        p = self.truth(prompt_id, model_id)
+        if self.error > 0.0:
+            digest = hashlib.sha256(f"{self.seed}|{prompt_id}|{model_id}".encode()).digest()
+            if int.from_bytes(digest[:8], "big") / 2.0**64 < self.error:
+                return 1.0 - p
+        return p
+
     def decide(self, query, candidates, knob, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
             raise ValueError("no candidates to route to")
         estimates, costs = self._estimates(query, candidates)
         if not attempts:
             return self._route(candidates, estimates, costs, knob)
-        p = self.truth(query.prompt_id, attempts[-1].model_id)
+        p = self.verdict(query.prompt_id, attempts[-1].model_id)
         position = {c.id: k for k, c in enumerate(candidates)}
         called = [position[a.model_id] for a in attempts if a.model_id in position]
         think = f"score {p:g}"
