@@ -170,14 +170,19 @@ class CascadeRouter(Router):
         estimates, costs = self._estimates(query, candidates)
         if not attempts:
             return self._route(candidates, estimates, costs, knob)
-        position = {c.id: k for k, c in enumerate(candidates)}
-        p, k, value = self.judge.judge(estimates, costs, knob, [position.get(a.model_id) for a in attempts], [a.response for a in attempts])
-        think = f"check {p:.2f}"
+        k, value, think = self._judged(query, candidates, estimates, costs, knob, attempts)
         if len(attempts) < self.max_rounds:
             k = worth_calling(k, value)
             if k is not None:
                 return Decision("route", candidates[k].id, [(candidates[k].id, 1.0)], think, float(costs[k]), self.name)
         return Decision("accept", attempts[-1].model_id, [], think, 0.0, self.name)
+
+    def _judged(self, query, candidates, estimates, costs, knob, attempts: Sequence[Attempt]) -> tuple[int | None, float, str]:
+        """After the answers ``attempts``: the best next call, its net value (``escalation``) and
+        the think text (the judge's probability that the last answer is right)."""
+        position = {c.id: k for k, c in enumerate(candidates)}
+        p, k, value = self.judge.judge(estimates, costs, knob, [position.get(a.model_id) for a in attempts], [a.response for a in attempts])
+        return k, value, f"check {p:.2f}"
 
     def _route(self, candidates, estimates, costs, knob) -> Decision:
         decision = self.first._decision(candidates, estimates, costs, knob, ())

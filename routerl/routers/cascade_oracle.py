@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from routerl.data.outcomes import OutcomeTable
-from routerl.routers.base import Attempt, Decision
-from routerl.routers.cascade import CascadeRouter, next_call
+from routerl.routers.base import Attempt
+from routerl.routers.cascade import CascadeRouter, escalation
 from routerl.routers.learned import LearnedRouter
 
 DEFAULT_ROUNDS = 2
@@ -75,18 +75,8 @@ class PerfectJudgeCascade(CascadeRouter):
                 return 1.0 - p
         return p
 
-    def decide(self, query, candidates, knob, attempts: Sequence[Attempt] = ()) -> Decision:
-        if not candidates:
-            raise ValueError("no candidates to route to")
-        estimates, costs = self._estimates(query, candidates)
-        if not attempts:
-            return self._route(candidates, estimates, costs, knob)
+    def _judged(self, query, candidates, estimates, costs, knob, attempts: Sequence[Attempt]) -> tuple[int | None, float, str]:
         p = self.verdict(query.prompt_id, attempts[-1].model_id)
         position = {c.id: k for k, c in enumerate(candidates)}
         called = [position[a.model_id] for a in attempts if a.model_id in position]
-        think = f"score {p:g}"
-        if len(attempts) < self.max_rounds:
-            k = next_call(estimates, costs, knob, called, p, 0.0)
-            if k is not None:
-                return Decision("route", candidates[k].id, [(candidates[k].id, 1.0)], think, float(costs[k]), self.name)
-        return Decision("accept", attempts[-1].model_id, [], think, 0.0, self.name)
+        return (*escalation(estimates, costs, knob, called, p, 0.0), f"score {p:g}")
