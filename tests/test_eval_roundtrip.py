@@ -170,3 +170,32 @@ def test_paired_bootstrap_of_aiq_differences(eval_run, capsys):
     assert all(r.diff == 0 for r in again if r.baseline == "oracle-again") and len(again) == 4
     assert paired_main([str(eval_run), str(eval_run / "missing.jsonl"), "--data", "x.jsonl.gz", "--router", "a", "--against", "b"]) == 2
     assert "no such decision file" in capsys.readouterr().err
+
+
+def test_paired_bootstrap_of_unseen_gains(eval_run):
+    """``--unseen-gain``: each router's gain equals its full minus seen AIQ in the run's metrics;
+    a router against itself differs by exactly 0; the interval contains the point difference."""
+    from routerl.eval.paired import compare_gain, gain_bootstrap
+
+    table, splits, _ = SyntheticWorld().build()
+    rows = read_decisions(eval_run / "decisions.jsonl")
+    pools = json.loads((eval_run / "metrics.json").read_text())["datasets"]["synthetic"]["pools"]
+    results = compare_gain(rows, {table.name: table}, splits, "knn-probe:k=5", ["random", "knn-probe:k=5", "oracle"], resamples=300)
+    assert {(r.pool, r.baseline) for r in results} == {("full - seen", b) for b in ("random", "knn-probe:k=5", "oracle")}
+
+    def gain(name):
+        return pools["full"]["routers"][name]["aiq"] - pools["seen"]["routers"][name]["aiq"]
+
+    for r in results:
+        assert r.n_prompts == LIMIT
+        assert r.aiq_router == pytest.approx(gain("knn-probe:k=5"), abs=1e-5)
+        assert r.aiq_baseline == pytest.approx(gain(r.baseline), abs=1e-5)
+        if r.baseline == "knn-probe:k=5":
+            assert r.diff == 0 and r.se == 0
+        else:
+            assert r.se > 0 and r.low <= r.diff <= r.high
+    # the same curve in both pools: no gain, in every resample
+    rng = np.random.default_rng(1)
+    s, c = (rng.random((2, 60)) < 0.7).astype(float), np.array([[1.0] * 60, [2.0] * 60])
+    same = gain_bootstrap((s, c), (s, c), (s, c), (s, c), 4.0, resamples=100)
+    assert same[:3] == (0.0, 0.0, 0.0)

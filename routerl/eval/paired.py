@@ -14,7 +14,10 @@ cost range of the whole sample (``metrics.cost_range``: the protocol's range, no
 router's decisions move). The same resample serves both routers, so the difference is paired:
 what the two routers decide alike cancels, and only the prompts where they differ add noise.
 
-Printed per (dataset, pool, baseline): both AIQs on the evaluated prompts, their difference, the
+``--unseen-gain`` compares instead each router's gain from the unseen models, its full-pool AIQ
+minus its seen-pool AIQ on the same resampled prompts (the protocol's UnseenCapture numerator).
+
+Printed per (dataset, pool, baseline): both AIQs (or gains) on the evaluated prompts, their difference, the
 bootstrap standard error and 95% percentile interval of the difference, and the share of
 resamples in which ``--router`` is ahead. An interval that contains 0 means the evaluated prompts
 cannot tell the two routers apart. It measures prompt-sampling noise only: the models' recorded
@@ -73,6 +76,32 @@ def _aiqs(weights: np.ndarray, scores: np.ndarray, costs: np.ndarray, c_max: flo
     return np.array([aiq(c, a, c_max) for c, a in zip(cost, acc)])
 
 
+def resampled_aiqs(
+    matrices: Sequence[tuple[np.ndarray, np.ndarray]], c_max: float, resamples: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """AIQs of several ``(scores, costs)`` pairs (``_matrices``, each ``(K, N)`` over the same ``N``
+    prompts) on the prompts as given, ``(R,)``, and on ``resamples`` resamples of the prompts, the
+    same draws for every pair: ``(resamples, R)``."""
+    if not matrices or len({m[0].shape[1] for m in matrices}) != 1 or matrices[0][0].shape[1] == 0:
+        raise ValueError("every curve needs decisions on the same, non-empty set of prompts")
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, got {resamples}")
+    n = matrices[0][0].shape[1]
+    point = np.array([aiq(costs.mean(axis=1), scores.mean(axis=1), c_max) for scores, costs in matrices])
+    rng = np.random.default_rng(seed)
+    draws_out = []
+    for start in range(0, resamples, 250):  # (250, N) draw counts at a time
+        draws = rng.integers(0, n, size=(min(250, resamples - start), n))
+        weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
+        draws_out.append(np.stack([_aiqs(weights, scores, costs, c_max) for scores, costs in matrices], axis=1))
+    return point, np.concatenate(draws_out)
+
+
+def _summary(point_a: float, point_b: float, d: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    low, high = np.percentile(d, [2.5, 97.5])
+    return float(point_a), float(point_b), float(d.std(ddof=1)), float(low), float(high), float(np.mean(d > 0))
+
+
 def paired_bootstrap(
     scores_a: np.ndarray, costs_a: np.ndarray, scores_b: np.ndarray, costs_b: np.ndarray, c_max: float,
     resamples: int = 2000, seed: int = 0,
@@ -83,20 +112,19 @@ def paired_bootstrap(
     difference and the share of resamples with ``a`` ahead."""
     if scores_a.shape[1] != scores_b.shape[1] or scores_a.shape[1] == 0:
         raise ValueError("both routers need decisions on the same, non-empty set of prompts")
-    if resamples < 2:
-        raise ValueError(f"resamples must be at least 2, got {resamples}")
-    n = scores_a.shape[1]
-    aiq_a = aiq(costs_a.mean(axis=1), scores_a.mean(axis=1), c_max)
-    aiq_b = aiq(costs_b.mean(axis=1), scores_b.mean(axis=1), c_max)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for start in range(0, resamples, 250):  # (250, N) draw counts at a time
-        draws = rng.integers(0, n, size=(min(250, resamples - start), n))
-        weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(float)
-        diffs.append(_aiqs(weights, scores_a, costs_a, c_max) - _aiqs(weights, scores_b, costs_b, c_max))
-    d = np.concatenate(diffs)
-    low, high = np.percentile(d, [2.5, 97.5])
-    return float(aiq_a), float(aiq_b), float(d.std(ddof=1)), float(low), float(high), float(np.mean(d > 0))
+    point, draws = resampled_aiqs([(scores_a, costs_a), (scores_b, costs_b)], c_max, resamples, seed)
+    return _summary(point[0], point[1], draws[:, 0] - draws[:, 1])
+
+
+def gain_bootstrap(
+    seen_a: tuple, full_a: tuple, seen_b: tuple, full_b: tuple, c_max: float, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float, float, float, float]:
+    """Like ``paired_bootstrap`` for the unseen-model gain: ``(gain_a, gain_b, se, low, high,
+    ahead)`` of ``gain_a - gain_b``, where a router's gain is its full-pool AIQ minus its
+    seen-pool AIQ; each argument is a ``(scores, costs)`` pair over the same prompts."""
+    point, draws = resampled_aiqs([seen_a, full_a, seen_b, full_b], c_max, resamples, seed)
+    gains = draws[:, 1::2] - draws[:, 0::2]  # (resamples, 2): a, b
+    return _summary(point[1] - point[0], point[3] - point[2], gains[:, 0] - gains[:, 1])
 
 
 def compare(
@@ -130,6 +158,37 @@ def compare(
     return out
 
 
+def compare_gain(
+    rows: Sequence[dict], tables: dict, splits, router: str, baselines: Sequence[str], resamples: int = 2000, seed: int = 0
+) -> list[PairedDifference]:
+    """``PairedDifference`` of the unseen-model gain (full-pool minus seen-pool AIQ) of ``router``
+    against each of ``baselines``, per dataset where all four curves exist, on the prompts every
+    curve has (pool ``"full - seen"``; the AIQ columns hold the gains)."""
+    from routerl.eval.metrics import cost_range, router_curves
+
+    curves = router_curves(rows, tables, splits)
+    out = []
+    for dataset in sorted({key[0] for key in curves}):
+        mine = [curves.get((dataset, pool, router)) for pool in ("seen", "full")]
+        if None in mine:
+            continue
+        for baseline in baselines:
+            theirs = [curves.get((dataset, pool, baseline)) for pool in ("seen", "full")]
+            if None in theirs:
+                continue
+            four = [*mine, *theirs]
+            if any(sorted(c) != sorted(four[0]) for c in four):
+                raise ValueError(f"{baseline!r} and {router!r} were evaluated with different knobs ({dataset})")
+            prompts = sorted(set.intersection(*(set(c[k]) for c in four for k in c)))
+            if not prompts:
+                continue
+            _, c_max = cost_range(tables[dataset], splits, prompts)
+            seen_a, full_a, seen_b, full_b = (_matrices(c, prompts) for c in four)
+            result = gain_bootstrap(seen_a, full_a, seen_b, full_b, c_max, resamples, seed)
+            out.append(PairedDifference(dataset, "full - seen", router, baseline, len(prompts), *result))
+    return out
+
+
 def read_runs(paths: Sequence[str | Path], routers: set[str], datasets: set[str]) -> list[dict]:
     """The decision rows of ``routers`` on ``datasets`` from several decision files; a router
     found in several files is read from the first that has it."""
@@ -144,9 +203,10 @@ def read_runs(paths: Sequence[str | Path], routers: set[str], datasets: set[str]
     return rows
 
 
-def markdown(results: Sequence[PairedDifference], resamples: int) -> str:
+def markdown(results: Sequence[PairedDifference], resamples: int, measure: str = "AIQ") -> str:
+    """A markdown table of ``results``; ``measure`` names what the two columns hold (AIQ or gain)."""
     lines = [
-        f"| dataset | pool | prompts | {results[0].router if results else 'router'} AIQ | baseline | its AIQ | difference "
+        f"| dataset | pool | prompts | {results[0].router if results else 'router'} {measure} | baseline | its {measure} | difference "
         f"| bootstrap s.e. | 95% interval ({resamples} resamples) | resamples ahead |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -167,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--against", required=True, help="comma-separated baselines (names in the decision file)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unseen-gain", action="store_true",
+                        help="compare the unseen-model gains (full-pool minus seen-pool AIQ) instead of AIQs")
     args = parser.parse_args(argv)
     from routerl.data import Splits, load_outcomes
 
@@ -184,14 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not baselines:
             raise ValueError("--against names no baseline")
         rows = read_runs(paths, {args.router, *baselines}, set(tables))
-        results = compare(rows, tables, splits, args.router, baselines, args.resamples, args.seed)
+        how = compare_gain if args.unseen_gain else compare
+        results = how(rows, tables, splits, args.router, baselines, args.resamples, args.seed)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not results:
         print("error: no dataset and pool where both routers have decisions", file=sys.stderr)
         return 2
-    print(markdown(results, args.resamples))
+    print(markdown(results, args.resamples, "gain" if args.unseen_gain else "AIQ"))
     return 0
 
 
