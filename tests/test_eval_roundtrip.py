@@ -199,3 +199,7 @@ def test_paired_bootstrap_of_unseen_gains(eval_run):
     s, c = (rng.random((2, 60)) < 0.7).astype(float), np.array([[1.0] * 60, [2.0] * 60])
     same = gain_bootstrap((s, c), (s, c), (s, c), (s, c), 4.0, resamples=100)
     assert same[:3] == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="no decisions of router 'nope'"):
+        compare_gain(rows, {table.name: table}, splits, "knn-probe:k=5", ["nope"])
+    with pytest.raises(ValueError, match="same, non-empty set of prompts"):
+        gain_bootstrap((s, c), (s, c), (s[:, :5], c[:, :5]), (s, c), 4.0)

@@ -110,8 +110,6 @@ def paired_bootstrap(
     cost matrices over the same ``N`` prompts (``_matrices``): the AIQs on the prompts as given,
     then over ``resamples`` paired resamples the standard error and 2.5 / 97.5 percentiles of the
     difference and the share of resamples with ``a`` ahead."""
-    if scores_a.shape[1] != scores_b.shape[1] or scores_a.shape[1] == 0:
-        raise ValueError("both routers need decisions on the same, non-empty set of prompts")
     point, draws = resampled_aiqs([(scores_a, costs_a), (scores_b, costs_b)], c_max, resamples, seed)
     return _summary(point[0], point[1], draws[:, 0] - draws[:, 1])
 
@@ -127,18 +125,26 @@ def gain_bootstrap(
     return _summary(point[1] - point[0], point[3] - point[2], gains[:, 0] - gains[:, 1])
 
 
+def _curves_of(rows: Sequence[dict], tables: dict, splits, names: Sequence[str]) -> dict:
+    """``metrics.router_curves`` of ``rows``; a clear error when one of ``names`` has no decisions."""
+    from routerl.eval.metrics import router_curves
+
+    curves = router_curves(rows, tables, splits)
+    present = {key[2] for key in curves}
+    for name in names:
+        if name not in present:
+            raise ValueError(f"no decisions of router {name!r} (the file has {', '.join(sorted(present))})")
+    return curves
+
+
 def compare(
     rows: Sequence[dict], tables: dict, splits, router: str, baselines: Sequence[str], resamples: int = 2000, seed: int = 0
 ) -> list[PairedDifference]:
     """``PairedDifference`` of ``router`` against each of ``baselines`` wherever both have
     decisions (per dataset and pool; the same prompts and knobs are required)."""
-    from routerl.eval.metrics import cost_range, router_curves
+    from routerl.eval.metrics import cost_range
 
-    curves = router_curves(rows, tables, splits)
-    names = {key[2] for key in curves}
-    for name in [router, *baselines]:
-        if name not in names:
-            raise ValueError(f"no decisions of router {name!r} (the file has {', '.join(sorted(names))})")
+    curves = _curves_of(rows, tables, splits, [router, *baselines])
     out = []
     for (dataset, pool, name), curve in sorted(curves.items()):
         if name != router:
@@ -164,9 +170,9 @@ def compare_gain(
     """``PairedDifference`` of the unseen-model gain (full-pool minus seen-pool AIQ) of ``router``
     against each of ``baselines``, per dataset where all four curves exist, on the prompts every
     curve has (pool ``"full - seen"``; the AIQ columns hold the gains)."""
-    from routerl.eval.metrics import cost_range, router_curves
+    from routerl.eval.metrics import cost_range
 
-    curves = router_curves(rows, tables, splits)
+    curves = _curves_of(rows, tables, splits, [router, *baselines])
     out = []
     for dataset in sorted({key[0] for key in curves}):
         mine = [curves.get((dataset, pool, router)) for pool in ("seen", "full")]
