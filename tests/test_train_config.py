@@ -116,6 +116,11 @@ def test_overrides_and_round_trip(tmp_path):
     assert cfg.grpo.max_steps == 3 and cfg.env.knobs == [0.0, 1.0] and cfg.tracking.report_to == ["none"]
     with pytest.raises(ConfigError, match="'grpo.max_steps': must be >= 1"):
         config_from_dict(SYN, ["grpo.max_steps=0"])
+    # PyYAML reads "1e-4" (no dot) as text; a float field takes it as the number it spells
+    exp = config_from_dict(SYN, ["grpo.learning_rate=1e-4", "env.knobs=[0, 3E-2, .5e+1]"])
+    assert exp.grpo.learning_rate == 1e-4 and exp.env.knobs == [0.0, 0.03, 5.0]
+    with pytest.raises(ConfigError, match="'grpo.learning_rate': must be a number, got 'e-4'"):
+        config_from_dict(SYN, ["grpo.learning_rate=e-4"])
     save_config(cfg, tmp_path / "c.yaml")
     again = load_config(tmp_path / "c.yaml")
     assert again.to_dict() == cfg.to_dict()
