@@ -78,7 +78,7 @@ def test_served_transcript_shows_the_notes_the_episode_showed(env, pooled, judge
     infos = [ep.step(format_route(k)).info for k in (0, 1)]
     descs = [env.descriptors[table.models[j]] for j in pool]
     attempts = [Attempt(ep.spec.descriptors[k].id, ep.responses[k], ep.costs[k]) for k in (0, 1)]
-    shown, estimates, _ = router._view(ep.spec.query, descs, 0.1, attempts)
+    shown, estimates, _ = router.view(ep.spec.query, descs, 0.1, attempts)
     assert [d.id for d in shown] == [d.id for d in ep.spec.descriptors]
     np.testing.assert_allclose(estimates, ep.spec.evidence)
     text = router.prompt_text(ep.spec.query, shown, 0.1, attempts, estimates)
@@ -163,7 +163,7 @@ def test_note_agreement_pairs_each_note_with_the_next_decision():
                 return Decision("route", "a", [("a", 0.9), ("b", 0.1)])
             return Decision("accept", "a", [("a", 0.7), ("b", 0.3)]) if knob < 1 else Decision("route", "b", [("b", 0.6), ("a", 0.4)])
 
-        def _view(self, query, candidates, knob, attempts):
+        def view(self, query, candidates, knob, attempts):
             return list(candidates), (0.5, 0.5), []
 
         def judge_notes(self, query, shown, knob, attempts, estimates):

@@ -168,6 +168,8 @@ def test_cascade_oracle_needs_recorded_outcomes(synthetic_world):
     resources = RouterResources(table=table, splits=splits, embedder="hash")
     bound = build_router("cascade-oracle", resources, max_rounds=3, **FAST)
     assert bound.max_rounds == 3
+    with pytest.raises(AttributeError, match="no answer check"):
+        bound.check  # noqa: B018 (it has none: reading one is a bug, not a None to pass along)
     with pytest.raises(ValueError, match="takes no options"):
         build_router("cascade-oracle", resources, margin=0.1, **FAST)
     with pytest.raises(ValueError, match="error must be in"):

@@ -333,7 +333,7 @@ def test_fused_engine_and_cached_knob_line_give_the_uncached_numbers(tiny, env, 
     ref = [plain.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
     one = [fused.decide(c.query, c.candidates, c.knob, c.attempts) for c in calls]
     batch = fused.decide_batch(calls)
-    head, _ = fused.split_ids(first.query, fused._view(first.query, first.candidates, 0.1, ())[0], 0.1, (), fused._view(first.query, first.candidates, 0.1, ())[1])
+    head, _ = fused.split_ids(first.query, fused.view(first.query, first.candidates, 0.1, ())[0], 0.1, (), fused.view(first.query, first.candidates, 0.1, ())[1])
     assert fused.tokenizer.decode(head).endswith("knob 0.1, calls 2\n")  # the knob line is cached
     for got in (one, batch):
         for a, b in zip(got, ref):

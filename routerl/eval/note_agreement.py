@@ -84,7 +84,7 @@ class NoteRecorder(DecisionRecorder):
     def record(self, query, candidates, knob: float, attempts: Sequence, decision) -> None:
         if not attempts:
             return
-        shown, estimates, _ = self.router._view(query, candidates, knob, attempts)
+        shown, estimates, _ = self.router.view(query, candidates, knob, attempts)
         notes = self.router.judge_notes(query, shown, knob, attempts, estimates)
         if notes:
             p_accept = dict(decision.ranking).get(attempts[-1].model_id, 0.0)

@@ -242,10 +242,10 @@ class PolicyRouter(Router):
     def decide(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> Decision:
         if not candidates:
             raise ValueError("no candidates to route to")
-        shown, estimates, rest = self._view(query, candidates, knob, attempts)
+        shown, estimates, rest = self.view(query, candidates, knob, attempts)
         return _with_rest(self._decide(query, shown, knob, attempts, estimates), rest)
 
-    def _view(self, query, candidates, knob, attempts) -> tuple[list[ModelDescriptor], tuple[float, ...] | None, list[str]]:
+    def view(self, query, candidates, knob, attempts) -> tuple[list[ModelDescriptor], tuple[float, ...] | None, list[str]]:
         """What the policy is shown: ``(candidates, their per-query estimates, the ids of the rest)``.
         Shortlist mode estimates every candidate once per request; the rest (not shown) follow the
         shortlist in the fallback order, by the evidence. Otherwise: every candidate, no estimates."""
@@ -336,7 +336,7 @@ class PolicyRouter(Router):
         for i, c in enumerate(calls):
             if not c.candidates:
                 raise ValueError("no candidates to route to")
-            shown, estimates, rest = self._view(c.query, c.candidates, c.knob, c.attempts)
+            shown, estimates, rest = self.view(c.query, c.candidates, c.knob, c.attempts)
             called, must_accept = self._state(shown, c.attempts)
             if must_accept or not self.config.cache:
                 out[i] = _with_rest(self._decide(c.query, shown, c.knob, c.attempts, estimates), rest)
@@ -368,7 +368,7 @@ class PolicyRouter(Router):
     def request_tokens(self, query: Query, candidates: Sequence[ModelDescriptor], knob: float, attempts: Sequence[Attempt] = ()) -> tuple[int, int]:
         """``(cached prefix tokens, tokens run per request)`` of the prompt ``decide`` renders
         (before the action positions)."""
-        shown, estimates, _ = self._view(query, candidates, knob, attempts)
+        shown, estimates, _ = self.view(query, candidates, knob, attempts)
         head, suffix = self.split_ids(query, shown, knob, attempts, estimates)
         return len(head), len(suffix)
 
@@ -483,7 +483,7 @@ class PolicyRouter(Router):
 
 class _Pending(NamedTuple):
     """A fast-mode request of a micro-batch, ready to score: its position in the batch, the call,
-    what it is shown (``_view``), its options, its prompt as cached ``head`` + ``suffix``, and the
+    what it is shown (``view``), its options, its prompt as cached ``head`` + ``suffix``, and the
     turn cache's ``start`` state with the ``tail`` to run after it (``_turn_start``); ``keeps``:
     whether to keep its state for a next turn (``_keeps_turn``)."""
 

@@ -54,6 +54,10 @@ class PerfectJudgeCascade(CascadeRouter):
         self.seed = int(seed)
 
     @property
+    def check(self):
+        raise AttributeError("cascade-oracle has no answer check: its verdicts are recorded scores (verdict())")
+
+    @property
     def margin(self) -> float:
         return 0.0
 
