@@ -119,6 +119,8 @@ def test_overrides_and_round_trip(tmp_path):
     # PyYAML reads "1e-4" (no dot) as text; a float field takes it as the number it spells
     exp = config_from_dict(SYN, ["grpo.learning_rate=1e-4", "env.knobs=[0, 3E-2, .5e+1]"])
     assert exp.grpo.learning_rate == 1e-4 and exp.env.knobs == [0.0, 0.03, 5.0]
+    assert config_from_dict(SYN, ["grpo.extra={max_grad_norm: 5e-1}"]).grpo.extra == {"max_grad_norm": 0.5}  # untyped too
+    assert yaml.safe_load("x: 1e-4") == {"x": "1e-4"}  # PyYAML's own loader is left as it is
     with pytest.raises(ConfigError, match="'grpo.learning_rate': must be a number, got 'e-4'"):
         config_from_dict(SYN, ["grpo.learning_rate=e-4"])
     save_config(cfg, tmp_path / "c.yaml")

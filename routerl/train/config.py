@@ -617,9 +617,6 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-_YAML11_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def _convert(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp`` (and build nested sections)."""
     origin = typing.get_origin(tp)
@@ -659,8 +656,6 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(path, f"must be an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            value = float(value)  # "1e-4": YAML 1.1 (PyYAML) reads exponents without a dot as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(path, f"must be a number, got {value!r}")
         if not math.isfinite(value):
@@ -698,12 +693,26 @@ def _validate(obj, prefix: str) -> None:
         raise ConfigError(f"{where}{exc.field}", str(exc).split("': ", 1)[1]) from None
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-4`` as a number, as YAML 1.2 does (PyYAML follows YAML
+    1.1, where an exponent without a dot, ``1e-4``, is text and only ``1.0e-4`` is a float)."""
+
+
+_ConfigLoader.add_implicit_resolver(  # copies SafeLoader's resolvers first: SafeLoader is unchanged
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``grpo.max_steps=3`` -> (["grpo", "max_steps"], 3) (the value is read as YAML)."""
     if "=" not in text:
         raise ConfigError(text, "an override is KEY=VALUE, e.g. grpo.max_steps=3")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    return key.strip().split("."), _read_yaml(value)
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
@@ -723,7 +732,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Read, check and build a ``TrainConfig`` from YAML (see the module docstring)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _read_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"config not found: {path}") from None
     except yaml.YAMLError as exc:
