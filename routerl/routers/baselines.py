@@ -106,9 +106,15 @@ def _cluster(resources: RouterResources, **options) -> Router:
     return ClusterProbeRouter(index, embedder, n_clusters=n_clusters, seed=resources.seed, prior_weight=weight)
 
 
+def _learned_options(options: dict, router: str) -> dict:
+    """The ``learned`` fitting options (``LEARNED_DEFAULTS``) taken from ``options``: the routers
+    that fit a ``learned`` router first (learned, cascade, cascade-oracle) all accept them."""
+    return {key: _take(options, router, key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+
+
 @register_router("learned")
 def _learned(resources: RouterResources, **options) -> Router:
-    kwargs = {key: _take(options, "learned", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    kwargs = _learned_options(options, "learned")
     _no_options("learned", options)
     if resources.table is None:
         raise ValueError("router 'learned' needs an outcome table to fit on")
@@ -118,7 +124,7 @@ def _learned(resources: RouterResources, **options) -> Router:
 
 @register_router("cascade")
 def _cascade(resources: RouterResources, **options) -> Router:
-    kwargs = {key: _take(options, "cascade", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    kwargs = _learned_options(options, "cascade")
     kwargs["folds"] = _take(options, "cascade", "folds", int, CASCADE_DEFAULTS["folds"])
     kwargs["margin"] = _take(options, "cascade", "margin", float, CASCADE_DEFAULTS["margin"])
     kwargs["max_rounds"] = _take(options, "cascade", "max_rounds", int, CASCADE_DEFAULTS["max_rounds"])
@@ -131,7 +137,7 @@ def _cascade(resources: RouterResources, **options) -> Router:
 
 @register_router("cascade-oracle")
 def _cascade_oracle(resources: RouterResources, **options) -> Router:
-    kwargs = {key: _take(options, "cascade-oracle", key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    kwargs = _learned_options(options, "cascade-oracle")
     max_rounds = _take(options, "cascade-oracle", "max_rounds", int, DEFAULT_ROUNDS)
     error = _take(options, "cascade-oracle", "error", float, 0.0)
     _no_options("cascade-oracle", options)
