@@ -18,11 +18,10 @@ import argparse
 import shlex
 from pathlib import Path
 
-import yaml
-
 from routerl.cli import CliError
 from routerl.descriptors.catalog import CATALOG_VERSION, parse_catalog
 from routerl.descriptors.model import ModelDescriptor
+from routerl.yaml_numbers import dump_yaml, read_yaml_file
 
 EXTRA_FIELDS = ("latency_ms", "context_window", "description", "tags", "endpoint")
 
@@ -44,10 +43,7 @@ def register(subparsers) -> None:
 def load_extra(path: str | None) -> dict[str, dict]:
     if not path:
         return {}
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"extra model info not found: {path}") from None
+    raw = read_yaml_file(path, "extra model info") or {}
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
         raise CliError(f"{path}: expected a mapping of model id -> {{field: value}}")
     for model_id, fields in raw.items():
@@ -94,7 +90,7 @@ def catalog_text(models: list[ModelDescriptor], command: list[str]) -> str:
         "# Seeds a new registry database (routerl serve --catalog ...). Rebuild with:\n#   "
         + " \\\n#     ".join(command) + "\n"
     )
-    return header + yaml.safe_dump({"version": CATALOG_VERSION, "models": entries}, sort_keys=False, width=120)
+    return header + dump_yaml({"version": CATALOG_VERSION, "models": entries}, sort_keys=False, width=120)
 
 
 def run_build(args: argparse.Namespace) -> int:

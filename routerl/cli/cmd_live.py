@@ -26,10 +26,9 @@ import os
 import sys
 from contextlib import contextmanager
 
-import yaml
-
 from routerl.cli import CliError
 from routerl.cli.client_args import TARGET_ENV, add_security_args, client_error, client_options, key_values
+from routerl.yaml_numbers import dump_yaml
 
 DEFAULT_ROUTER = "descriptor-score"
 PROBE_DESCRIPTION = ("Run a probe set against an OpenAI-compatible endpoint, score the answers, "
@@ -165,7 +164,7 @@ def _probe(args: argparse.Namespace) -> int:
     shown = desc.to_dict()
     if not args.full:
         shown["probe_results"] = f"<{len(desc.probe_results)} prompts; --full shows them>"
-    print(json.dumps(shown, indent=2) if args.json else yaml.safe_dump({"models": [shown]}, sort_keys=False), end="\n" if args.json else "")
+    print(json.dumps(shown, indent=2) if args.json else dump_yaml({"models": [shown]}, sort_keys=False), end="\n" if args.json else "")
     if run.failures and not args.allow_partial:
         hint = f"rerun to ask them again (finished probes are kept in {args.state})" if args.state else "rerun with --state FILE to keep finished probes"
         print(f"routerl: not registered: {len(run.failures)} probe(s) failed; {hint}, or pass --allow-partial", file=sys.stderr)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 
-import yaml
-
 from routerl.cli import CliError
 from routerl.cli.client_args import add_client_args, connect, key_values
 from routerl.descriptors.catalog import load_catalog
 from routerl.descriptors.model import DescriptorError, Endpoint, ModelDescriptor
+from routerl.yaml_numbers import dump_yaml
 
 # flag dest -> descriptor field, for add/update from flags
 _SCALAR_FLAGS = {
@@ -117,7 +116,7 @@ def _show(desc: ModelDescriptor, as_json: bool) -> None:
     if as_json:
         print(json.dumps(desc.to_dict(), indent=2))
     else:
-        print(yaml.safe_dump(desc.to_dict(), sort_keys=False).rstrip())
+        print(dump_yaml(desc.to_dict(), sort_keys=False).rstrip())
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -22,9 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import yaml
-
 from routerl.descriptors.model import DescriptorError, ModelDescriptor
+from routerl.yaml_numbers import dump_yaml, read_yaml_file
 
 CATALOG_VERSION = 1
 
@@ -54,12 +53,7 @@ def parse_catalog(raw: object, where: str) -> list[ModelDescriptor]:
 
 def load_catalog(path: str | Path) -> list[ModelDescriptor]:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"catalog not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml_file(path, "catalog")
     return parse_catalog(raw, str(path))
 
 
@@ -71,4 +65,4 @@ def save_catalog(models: Iterable[ModelDescriptor], path: str | Path, *, with_pr
             d.pop("probe_results", None)
         entries.append(d)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump({"version": CATALOG_VERSION, "models": entries}, sort_keys=False), encoding="utf-8")
+    Path(path).write_text(dump_yaml({"version": CATALOG_VERSION, "models": entries}, sort_keys=False), encoding="utf-8")

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import torch
-import yaml
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.policy import prompt as P
@@ -37,6 +36,7 @@ from routerl.policy.scoring import (
 )  # fmt: skip
 from routerl.routers.base import Attempt, Decision, Query, RouteCall, Router
 from routerl.routers.shortlist import Shortlist, check_order, display_order, evidence_estimates, select_shortlist
+from routerl.yaml_numbers import read_yaml_file
 
 log = logging.getLogger(__name__)
 
@@ -531,7 +531,7 @@ def read_checkpoint_config(path: str | Path) -> dict[str, Any]:
     f = Path(path) / CONFIG_FILE
     if not f.exists():
         return {}
-    raw = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
+    raw = read_yaml_file(f, "checkpoint config") or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{f}: expected a mapping")
     return raw

@@ -41,11 +41,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from routerl.routers.base import MODES
 from routerl.server.complete import KEY_ID_RE, CompleteSettings
 from routerl.server.requests import RequestLimits
+from routerl.yaml_numbers import read_yaml_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CATALOG = REPO / "configs" / "catalog" / "default.yaml"
@@ -213,12 +212,7 @@ class ServerConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "ServerConfig":
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise FileNotFoundError(f"server config not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raw = read_yaml_file(path, "server config") or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: a server config is a mapping of setting -> value")
         known = {f.name for f in fields(cls)}

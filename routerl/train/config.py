@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import yaml
-
 from routerl.env.routing_env import EnvConfig
+from routerl.yaml_numbers import dump_yaml, load_yaml, read_yaml_file
 from routerl.policy.loading import TinySpec
 from routerl.policy.router import PolicyConfig
 from routerl.reward.terms import REWARD_TERMS, RewardConfig
@@ -693,26 +692,12 @@ def _validate(obj, prefix: str) -> None:
         raise ConfigError(f"{where}{exc.field}", str(exc).split("': ", 1)[1]) from None
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads ``1e-4`` as a number, as YAML 1.2 does (PyYAML follows YAML
-    1.1, where an exponent without a dot, ``1e-4``, is text and only ``1.0e-4`` is a float)."""
-
-
-_ConfigLoader.add_implicit_resolver(  # copies SafeLoader's resolvers first: SafeLoader is unchanged
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
-)
-
-
-def _read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: no arbitrary objects
-
-
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``grpo.max_steps=3`` -> (["grpo", "max_steps"], 3) (the value is read as YAML)."""
     if "=" not in text:
         raise ConfigError(text, "an override is KEY=VALUE, e.g. grpo.max_steps=3")
     key, value = text.split("=", 1)
-    return key.strip().split("."), _read_yaml(value)
+    return key.strip().split("."), load_yaml(value)
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
@@ -731,12 +716,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> TrainCon
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     """Read, check and build a ``TrainConfig`` from YAML (see the module docstring)."""
     path = Path(path)
-    try:
-        raw = _read_yaml(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    raw = read_yaml_file(path, "config")
     if raw is not None and not isinstance(raw, dict):
         raise ValueError(f"{path}: a config is a mapping of sections")
     return config_from_dict(raw or {}, overrides)
@@ -746,4 +726,4 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config (every field, defaults included) as YAML."""
     data = config.to_dict()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("# resolved routerl training config\n" + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    Path(path).write_text("# resolved routerl training config\n" + dump_yaml(data, sort_keys=False), encoding="utf-8")

@@ -47,10 +47,10 @@ def serving_overrides(pairs: list[str]) -> dict:
 def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = None) -> list[Path]:
     """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written.
     ``policy``: serving fields to set in the copied config (``serving_overrides``)."""
-    import yaml
     from safetensors.torch import load_file, save_file
 
     from routerl.policy.router import policy_config_from
+    from routerl.yaml_numbers import dump_yaml
 
     src, dst = Path(src), Path(dst)
     for name in ("adapter_config.json", WEIGHTS, CONFIG_FILE):
@@ -79,7 +79,7 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     if policy:
         (dst / CONFIG_FILE).write_text("# resolved routerl training config (serving fields set at ship time: "
                                        + ", ".join(f"{k}={v}" for k, v in policy.items()) + ")\n"
-                                       + yaml.safe_dump(raw, sort_keys=False))  # fmt: skip
+                                       + dump_yaml(raw, sort_keys=False))  # fmt: skip
     else:
         shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
