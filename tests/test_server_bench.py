@@ -57,3 +57,18 @@ def test_variants_bench_compares_serving_settings_of_one_policy():
     assert worker[0]["n"] == n and lines[-1].startswith("| mode=fast |") and "worker thread" in lines[-4]
     with pytest.raises(SystemExit):
         main(["--checkpoint", "tiny", "--thread", "elsewhere"])
+
+
+def test_variants_are_checked_before_any_runs(monkeypatch, capsys):
+    """The default variants suit the shipped policy; a variant it cannot serve (int8 on the fused
+    engine) fails before the first variant spends minutes."""
+    from routerl.bench import variants as V
+    from routerl.policy.router import resolved_policy_config
+
+    for text in V.DEFAULT_VARIANTS:
+        resolved_policy_config(None, **V.parse_variant(text))
+    monkeypatch.setattr(V, "run", lambda *a, **k: pytest.fail("ran before checking every variant"))
+    assert V.main(["--variant", "dtype=float32", "--variant", "dtype=int8,engine=fused"]) == 2
+    assert "--variant dtype=int8,engine=fused: field 'engine'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown policy option 'colour'"):
+        resolved_policy_config(None, colour="red")

@@ -1,7 +1,7 @@
 """Serving variants of a policy, in process: decision latency and agreement with a reference.
 
-    python -m routerl.bench.variants                                   # the shipped policy's settings
-    python -m routerl.bench.variants --variant dtype=float32,action_scoring=full --variant dtype=int8
+    python -m routerl.bench.variants                    # float32 reference, the shipped settings, int8
+    python -m routerl.bench.variants --variant dtype=float32,action_scoring=full --variant dtype=int8,engine=hf
     python -m routerl.bench.variants --checkpoint runs/policy_smollm2/final --rounds 3
     python -m routerl.bench.variants --variant engine=fused --thread worker   # as routerl serve runs it
 
@@ -28,7 +28,9 @@ import sys
 import time
 from typing import Sequence
 
-DEFAULT_VARIANTS = ("dtype=float32,action_scoring=full", "dtype=bfloat16,action_scoring=prefix", "dtype=int8,action_scoring=prefix")
+# float32 with full action scoring on the transformers forward (the reference), the shipped serving
+# settings, and int8 (which the fused engine does not run).
+DEFAULT_VARIANTS = ("dtype=float32,action_scoring=full,engine=hf", "dtype=bfloat16,action_scoring=prefix", "dtype=int8,action_scoring=prefix,engine=hf")
 KNOBS = (0.0, 0.1, 1.0)
 
 
@@ -145,11 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--thread", default="main", choices=THREADINGS, help="where decisions run (default main; worker = as routerl serve)")
     args = parser.parse_args(argv)
     from routerl.cli import CliError
+    from routerl.policy.router import resolved_policy_config
 
     try:
         variants = [parse_variant(v) for v in (args.variant or DEFAULT_VARIANTS)]
         if args.rounds < 1:
             raise ValueError("--rounds must be at least 1")
+        for v in variants:  # every variant's options are checked before the first one runs for minutes
+            try:
+                resolved_policy_config(args.checkpoint, **v)
+            except ValueError as exc:
+                raise ValueError(f"--variant {','.join(f'{k}={x}' for k, x in v.items())}: {exc}") from None
         run(args.checkpoint, variants, args.rounds, threading_mode=args.thread)
     except (ValueError, FileNotFoundError, CliError) as exc:
         print(f"routerl.bench.variants: error: {exc}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
     routerl serve --port 50051 --db routerl.db --catalog configs/catalog/default.yaml
     routerl serve --config serve.yaml --router knn-probe --data ../shared/data/zeroeval.jsonl.gz
-    routerl serve --checkpoint runs/policy/best          # the trained policy
+    routerl serve --checkpoint runs/policy_smollm2/final  # another trained policy (default: the shipped one)
     ROUTERL_TOKEN=... ROUTERL_ADMIN_TOKEN=... routerl serve --host 0.0.0.0 \
         --tls-cert server.crt --tls-key server.key \
         --auth-token-env ROUTERL_TOKEN --admin-token-env ROUTERL_ADMIN_TOKEN --metrics-port 9464

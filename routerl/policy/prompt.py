@@ -15,8 +15,9 @@ calls of this request (if any), after the assistant header::
 its text depends only on the pool's descriptors, never on the query, the knob or the attempts).
     <assistant> <route>2</route><info>[2] answered (cost $0.210/1k q): ...</info>   <- transcript
 
-Shortlist mode (``evidence``: per-query accuracy estimates of the shown candidates) has two styles
-(``PROMPT_STYLES``); only the system message is query-independent there, so only it is cached:
+Shortlist mode (``evidence``: per-query accuracy estimates of the shown candidates) has three
+styles (``PROMPT_STYLES``); the system message is query-independent there, and so is the knob line
+of ``compact`` and ``dense`` (below): that is what is cached:
 
 * ``verbose``: ``Query (math, 8 tokens): ...``, then ``[1] est. accuracy 0.95, est. cost $0.18``
   per candidate, then the knob and call-limit sentence (~150 tokens after the system message for

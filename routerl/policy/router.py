@@ -608,17 +608,25 @@ def load_evidence(path: str | Path):
     return KnnProbeRouter(index, embedder, **options)
 
 
-def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
-    """A ``PolicyRouter`` from a checkpoint, a model directory or a base name (see the module docstring).
-    ``overrides`` replace ``PolicyConfig`` fields (e.g. ``mode="fast"``)."""
+def resolved_policy_config(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyConfig:
+    """The ``PolicyConfig`` ``load_policy_router(path_or_none, **overrides)`` serves with, read from
+    the checkpoint's config without loading its model; an unknown or invalid option raises
+    ``ValueError`` naming the field."""
     known = {f.name for f in fields(PolicyConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown policy option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    path = Path(policy_source(path_or_none))
+    config = policy_config_from(read_checkpoint_config(path) if path.is_dir() else {})
+    return PolicyConfig(**{**config.__dict__, **overrides}) if overrides else config
+
+
+def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
+    """A ``PolicyRouter`` from a checkpoint, a model directory or a base name (see the module docstring).
+    ``overrides`` replace ``PolicyConfig`` fields (e.g. ``mode="fast"``)."""
+    config = resolved_policy_config(path_or_none, **overrides)  # a bad option fails before the model loads
     source = policy_source(path_or_none)
-    model, tokenizer, config = load_policy_model(source)
-    if overrides:
-        config = PolicyConfig(**{**config.__dict__, **overrides})
+    model, tokenizer, _ = load_policy_model(source)
     evidence = load_evidence(source) if config.shortlist else None
     judge = load_judge(source) if evidence is not None else None
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"

@@ -21,7 +21,7 @@ Fitting (``fit_cascade_router``) reads seen models' rows only:
    is the val cost of the seen pool's most expensive single model.
 
 The eval's runner passes each answer's text as an ``Attempt``; a served request does the same
-(``routerl route --execute``). Costs in the rule are estimates from descriptors, never outcomes.
+(``routerl complete`` and the ``Complete`` RPC, or ``routerl route --attempt MODEL=RESPONSE``). Costs in the rule are estimates from descriptors, never outcomes.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A config file holds the same names as the fields below (``routerl serve --config
     workers: 8
     db: /var/lib/routerl/registry.db
     catalog: configs/catalog/default.yaml
-    router: descriptor-score          # default: the shipped policy; or a baseline name, or: checkpoint: runs/policy/best
+    router: descriptor-score          # default: the shipped policy; or a baseline name, or: checkpoint: runs/policy_smollm2/final
     router_options: {prior: 0.5}
     max_query_chars: 100000
     max_queue: 32                     # calls waiting for a slot, per lane; more: RESOURCE_EXHAUSTED

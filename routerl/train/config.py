@@ -489,7 +489,8 @@ class ValidationSection:
     Attributes:
         every_steps: evaluate every this many steps (0 = only once, at the end of each stage).
         n_episodes: fixed validation episodes (val prompts; pools of seen models); 0 = no validation.
-        mode: decision mode used: think (greedy generation, as served) or fast.
+        mode: decision mode used: think (greedy generation) or fast (the fast-mode argmax); use
+            the mode the policy is served in (``policy.mode``).
         seed: seed of the fixed episode set.
         aiq_knobs: cost knobs of the validation AIQ (``val/aiq``): the fixed episodes are replayed
             in fast mode at each knob and the (cost, accuracy) points go through the protocol's AIQ
