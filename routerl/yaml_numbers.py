@@ -44,16 +44,28 @@ def load_yaml(text: str) -> Any:
 
 
 def read_yaml_file(path: str | Path, what: str) -> Any:
-    """The YAML document in ``path``. A missing file raises ``FileNotFoundError("<what> not found:
-    <path>")``, bad syntax ``ValueError("<path>: not valid YAML (...)")``."""
+    """The YAML document in ``path``. Errors name the file, on one line: a missing file raises
+    ``FileNotFoundError("<what> not found: <path>")``; a directory, text that is not UTF-8 or bad
+    syntax raise ``ValueError("<path>: ...")`` (syntax errors with their line and column)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a {what} file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise ValueError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``exc`` in one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def dump_yaml(data: Any, **kwargs) -> str:

@@ -113,10 +113,25 @@ def test_oracle_needs_a_recorded_prompt(synthetic_world):
 def test_unknown_router_options_are_rejected(synthetic_world):
     table, splits, _ = synthetic_world
     resources = RouterResources(table=table, splits=splits, embedder="hash")
-    with pytest.raises(ValueError, match="takes no options|option"):
+    with pytest.raises(ValueError, match=r"router 'knn-probe': unknown option 'neighbours' \(it takes k, prior_weight\)"):
         build_router("knn-probe", resources, neighbours="3")
     with pytest.raises(ValueError, match="'k' must be int"):
         build_router("knn-probe", resources, k="many")
+    for bad in (2.5, True, float("inf")):  # never truncated or read as 1
+        with pytest.raises(ValueError, match=r"option 'k' must be int"):
+            build_router("knn-probe", resources, k=bad)
+    assert build_router("knn-probe", resources, k=3.0).k == 3
+    with pytest.raises(ValueError, match=r"router 'oracle': unknown option 'k' \(it takes no options\)"):
+        build_router("oracle", resources, k=3)
+    # descriptor-score and evidence: no traceback-level errors for unknown or non-numeric options
+    with pytest.raises(ValueError, match=r"router 'descriptor-score': option 'prior' must be float, got 'abc'"):
+        build_router("descriptor-score", resources, prior="abc")
+    with pytest.raises(ValueError, match=r"unknown option 'bogus' \(it takes prior, temperature\)"):
+        build_router("descriptor-score", resources, bogus=1)
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
+        build_router("descriptor-score", resources, temperature=0)
+    with pytest.raises(ValueError, match=r"router 'evidence': unknown option 'k' \(it takes checkpoint\)"):
+        build_router("evidence", resources, k=3)
     with pytest.raises(ValueError, match="unknown router"):
         build_router("no-such-router", resources)
 

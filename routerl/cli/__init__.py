@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"routerl: error: {message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is a directory, under a file, not writable, ...: no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"routerl: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

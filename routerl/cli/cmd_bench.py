@@ -22,6 +22,7 @@ import sys
 
 from routerl.cli import CliError
 from routerl.cli.client_args import key_values
+from routerl.cli.output_paths import output_file
 
 
 def register(subparsers) -> None:
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     compare = key_values(args.compare, "--compare")
     server_options = key_values(args.server_opt, "--server-opt")
     command = "routerl " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "routerl bench"
+    if args.out:
+        output_file(args.out, "--out")  # before the benchmark runs, not after
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

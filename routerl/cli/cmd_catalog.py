@@ -19,6 +19,7 @@ import shlex
 from pathlib import Path
 
 from routerl.cli import CliError
+from routerl.cli.output_paths import output_file
 from routerl.descriptors.catalog import CATALOG_VERSION, parse_catalog
 from routerl.descriptors.model import ModelDescriptor
 from routerl.yaml_numbers import dump_yaml, read_yaml_file
@@ -94,6 +95,7 @@ def catalog_text(models: list[ModelDescriptor], command: list[str]) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    output_file(args.out, "--out")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise CliError("--models lists no model")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from routerl.cli import CliError
+from routerl.cli.output_paths import output_dir
 
 log = logging.getLogger(__name__)
 
@@ -148,21 +149,40 @@ def _load_tables(args):
 
 
 def _evaluate(args, tables, splits, knobs, pools, specs, out: Path) -> dict:
+    """Route with every router spec; OUT's decision files are replaced only on success."""
+    known = set(_router_names())
+    for label, name, _ in specs:
+        if name and name not in known:
+            raise CliError(f"--router: unknown router {name!r}; known: {', '.join(sorted(known))} (or a checkpoint path)")
+    # Rows go to .partial files, renamed over OUT's files only when every router has run: a failed
+    # run (a bad option, an interrupt) leaves the previous run's decisions as they were.
+    final = {"decisions": out / "decisions.jsonl", "shuffled": out / "decisions_shuffled.jsonl"}
+    partial = {k: p.with_name(p.name + ".partial") for k, p in final.items()}
+    partial["decisions"].write_text("")
+    if args.shuffle_control:
+        partial["shuffled"].write_text("")
+    try:
+        timings = _route_all(args, tables, splits, knobs, pools, specs, partial["decisions"], partial["shuffled"])
+    except BaseException:
+        for p in partial.values():
+            p.unlink(missing_ok=True)
+        raise
+    partial["decisions"].replace(final["decisions"])
+    if args.shuffle_control:
+        partial["shuffled"].replace(final["shuffled"])
+    else:  # a previous run's shuffle-control rows would be read as this run's
+        final["shuffled"].unlink(missing_ok=True)
+    return timings
+
+
+def _route_all(args, tables, splits, knobs, pools, specs, decisions_path: Path, shuffled_path: Path) -> dict:
+    """Route every dataset's prompts with every router, appending rows to the two files."""
     from routerl.descriptors import build_descriptors
     from routerl.eval.decisions import write_decisions
     from routerl.eval.runner import evaluation_prompts, run_router
     from routerl.eval.shuffle import shuffle_unseen_descriptors
     from routerl.routers.registry import RouterResources, build_router
 
-    known = set(_router_names())
-    for label, name, _ in specs:
-        if name and name not in known:
-            raise CliError(f"--router: unknown router {name!r}; known: {', '.join(sorted(known))} (or a checkpoint path)")
-    decisions_path = out / "decisions.jsonl"
-    shuffled_path = out / "decisions_shuffled.jsonl"
-    decisions_path.write_text("")
-    if args.shuffle_control:
-        shuffled_path.write_text("")
     timings: dict = {}
     for ds, table in tables.items():
         prompts = evaluation_prompts(table, args.split, args.limit, args.sample, args.seed)
@@ -201,9 +221,7 @@ def run(args) -> int:
         raise CliError(f"--pools must be seen, full or seen,full; got {args.pools!r}")
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out: {out} exists and is not a directory")
+    out = output_dir(args.out, "--out")
     tables, splits = _load_tables(args)
     out.mkdir(parents=True, exist_ok=True)
 

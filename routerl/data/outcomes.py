@@ -43,6 +43,8 @@ def open_text(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")
+    if path.is_dir():
+        raise OutcomeDataError(f"{path}: is a directory, not a .jsonl or .jsonl.gz file")
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return open(path, "r", encoding="utf-8")

@@ -57,6 +57,10 @@ class Splits:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"splits file not found: {path}") from None
+        except IsADirectoryError:
+            raise ValueError(f"{path}: is a directory, not a splits file") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):

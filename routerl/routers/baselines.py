@@ -37,23 +37,7 @@ from routerl.routers.learned import LEARNED_DEFAULTS, fit_learned_router
 from routerl.routers.oracle import OracleRouter
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.random_router import RandomRouter
-from routerl.routers.registry import RouterResources, register_router
-
-
-def _no_options(name: str, options: dict) -> None:
-    if options:
-        raise ValueError(f"router {name!r} takes no options, got {', '.join(sorted(options))}")
-
-
-def _take(options: dict, name: str, key: str, kind, default):
-    """Pop option ``key`` converted with ``kind`` (a clear error naming the option if it fails)."""
-    if key not in options:
-        return default
-    raw = options.pop(key)
-    try:
-        return kind(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"router {name!r}: option '{key}' must be {kind.__name__}, got {raw!r}") from None
+from routerl.routers.registry import RouterOptions, RouterResources, register_router
 
 
 def _probe_index(resources: RouterResources, name: str):
@@ -65,57 +49,61 @@ def _probe_index(resources: RouterResources, name: str):
 
 @register_router("random")
 def _random(resources: RouterResources, **options) -> Router:
-    seed = _take(options, "random", "seed", int, resources.seed)
-    _no_options("random", options)
+    opts = RouterOptions("random", options)
+    seed = opts.take("seed", int, resources.seed)
+    opts.finish()
     return RandomRouter(seed)
 
 
 @register_router("cheapest")
 def _cheapest(resources: RouterResources, **options) -> Router:
-    _no_options("cheapest", options)
+    RouterOptions("cheapest", options).finish()
     return CheapestRouter()
 
 
 @register_router("best-single")
 def _best_single(resources: RouterResources, **options) -> Router:
-    _no_options("best-single", options)
+    RouterOptions("best-single", options).finish()
     return BestSingleRouter.from_table(resources.table, resources.splits)
 
 
 @register_router("oracle")
 def _oracle(resources: RouterResources, **options) -> Router:
-    _no_options("oracle", options)
+    RouterOptions("oracle", options).finish()
     return OracleRouter(resources.table)
 
 
 @register_router("knn-probe")
 def _knn(resources: RouterResources, **options) -> Router:
-    k = _take(options, "knn-probe", "k", int, DEFAULT_K)
-    weight = _take(options, "knn-probe", "prior_weight", float, knn_probe.DEFAULT_PRIOR_WEIGHT)
-    _no_options("knn-probe", options)
+    opts = RouterOptions("knn-probe", options)
+    k = opts.take("k", int, DEFAULT_K)
+    weight = opts.take("prior_weight", float, knn_probe.DEFAULT_PRIOR_WEIGHT)
+    opts.finish()
     index, embedder = _probe_index(resources, "knn-probe")
     return KnnProbeRouter(index, embedder, k=k, prior_weight=weight)
 
 
 @register_router("cluster-probe")
 def _cluster(resources: RouterResources, **options) -> Router:
-    n_clusters = _take(options, "cluster-probe", "n_clusters", int, DEFAULT_CLUSTERS)
-    weight = _take(options, "cluster-probe", "prior_weight", float, cluster_probe.DEFAULT_PRIOR_WEIGHT)
-    _no_options("cluster-probe", options)
+    opts = RouterOptions("cluster-probe", options)
+    n_clusters = opts.take("n_clusters", int, DEFAULT_CLUSTERS)
+    weight = opts.take("prior_weight", float, cluster_probe.DEFAULT_PRIOR_WEIGHT)
+    opts.finish()
     index, embedder = _probe_index(resources, "cluster-probe")
     return ClusterProbeRouter(index, embedder, n_clusters=n_clusters, seed=resources.seed, prior_weight=weight)
 
 
-def _learned_options(options: dict, router: str) -> dict:
-    """The ``learned`` fitting options (``LEARNED_DEFAULTS``) taken from ``options``: the routers
+def _learned_options(opts: RouterOptions) -> dict:
+    """The ``learned`` fitting options (``LEARNED_DEFAULTS``) taken from ``opts``: the routers
     that fit a ``learned`` router first (learned, cascade, cascade-oracle) all accept them."""
-    return {key: _take(options, router, key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
+    return {key: opts.take(key, type(value), value) for key, value in LEARNED_DEFAULTS.items()}
 
 
 @register_router("learned")
 def _learned(resources: RouterResources, **options) -> Router:
-    kwargs = _learned_options(options, "learned")
-    _no_options("learned", options)
+    opts = RouterOptions("learned", options)
+    kwargs = _learned_options(opts)
+    opts.finish()
     if resources.table is None:
         raise ValueError("router 'learned' needs an outcome table to fit on")
     embedder = get_embedder(resources.embedder, resources.cache_dir)
@@ -124,11 +112,12 @@ def _learned(resources: RouterResources, **options) -> Router:
 
 @register_router("cascade")
 def _cascade(resources: RouterResources, **options) -> Router:
-    kwargs = _learned_options(options, "cascade")
-    kwargs["folds"] = _take(options, "cascade", "folds", int, CASCADE_DEFAULTS["folds"])
-    kwargs["margin"] = _take(options, "cascade", "margin", float, CASCADE_DEFAULTS["margin"])
-    kwargs["max_rounds"] = _take(options, "cascade", "max_rounds", int, CASCADE_DEFAULTS["max_rounds"])
-    _no_options("cascade", options)
+    opts = RouterOptions("cascade", options)
+    kwargs = _learned_options(opts)
+    kwargs["folds"] = opts.take("folds", int, CASCADE_DEFAULTS["folds"])
+    kwargs["margin"] = opts.take("margin", float, CASCADE_DEFAULTS["margin"])
+    kwargs["max_rounds"] = opts.take("max_rounds", int, CASCADE_DEFAULTS["max_rounds"])
+    opts.finish()
     if resources.table is None:
         raise ValueError("router 'cascade' needs an outcome table to fit on")
     embedder = get_embedder(resources.embedder, resources.cache_dir)
@@ -137,10 +126,11 @@ def _cascade(resources: RouterResources, **options) -> Router:
 
 @register_router("cascade-oracle")
 def _cascade_oracle(resources: RouterResources, **options) -> Router:
-    kwargs = _learned_options(options, "cascade-oracle")
-    max_rounds = _take(options, "cascade-oracle", "max_rounds", int, DEFAULT_ROUNDS)
-    error = _take(options, "cascade-oracle", "error", float, 0.0)
-    _no_options("cascade-oracle", options)
+    opts = RouterOptions("cascade-oracle", options)
+    kwargs = _learned_options(opts)
+    max_rounds = opts.take("max_rounds", int, DEFAULT_ROUNDS)
+    error = opts.take("error", float, 0.0)
+    opts.finish()
     if resources.table is None:
         raise ValueError("router 'cascade-oracle' needs an outcome table (it fits learned and reads true outcomes)")
     embedder = get_embedder(resources.embedder, resources.cache_dir)

@@ -16,7 +16,7 @@ import numpy as np
 from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query, ScoreRouter
 from routerl.routers.prior import descriptor_prior
-from routerl.routers.registry import RouterResources, register_router
+from routerl.routers.registry import RouterOptions, RouterResources, register_router
 
 
 class DescriptorScoreRouter(ScoreRouter):
@@ -28,6 +28,8 @@ class DescriptorScoreRouter(ScoreRouter):
     def __init__(self, prior: float = 0.5, temperature: float = 0.05):
         if not 0.0 <= float(prior) <= 1.0:
             raise ValueError(f"prior must be in [0, 1], got {prior}")
+        if not 0.0 < float(temperature) < float("inf"):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
         self.prior = float(prior)
         self.temperature = float(temperature)
 
@@ -37,4 +39,8 @@ class DescriptorScoreRouter(ScoreRouter):
 
 @register_router(DescriptorScoreRouter.name)
 def _build(resources: RouterResources, **options) -> DescriptorScoreRouter:
-    return DescriptorScoreRouter(**{k: float(v) for k, v in options.items()})
+    opts = RouterOptions(DescriptorScoreRouter.name, options)
+    prior = opts.take("prior", float, 0.5)
+    temperature = opts.take("temperature", float, 0.05)
+    opts.finish()
+    return DescriptorScoreRouter(prior=prior, temperature=temperature)

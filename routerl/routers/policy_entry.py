@@ -13,7 +13,7 @@ checkpoint's ``evidence.npz`` (and ``learned.npz``).
 
 from __future__ import annotations
 
-from routerl.routers.registry import RouterResources, coerce_option, register_router
+from routerl.routers.registry import RouterOptions, RouterResources, coerce_option, register_router
 
 
 @register_router("policy")
@@ -24,10 +24,13 @@ def _build(resources: RouterResources, checkpoint: str | None = None, **options)
 
 
 @register_router("evidence")
-def _evidence(resources: RouterResources, checkpoint: str | None = None):
+def _evidence(resources: RouterResources, **options):
     from routerl.data.embeddings import get_embedder
     from routerl.policy.router import load_evidence, policy_source
 
+    opts = RouterOptions("evidence", options)
+    checkpoint = opts.take("checkpoint", str, None)
+    opts.finish()
     source = policy_source(checkpoint)
     router = load_evidence(source)
     if router is None:

@@ -5,6 +5,10 @@
 
     router = build_router("knn-probe", resources)
 
+A factory reads its options through ``RouterOptions``: ``take`` converts each known one (an error
+names the router, the option and the value) and ``finish`` rejects the rest, naming the options the
+router takes.
+
 ``RouterResources`` carries what a router may be built from: the outcome table (only its
 train/val rows may be used for fitting, and only seen models' rows; the oracle alone reads test
 outcomes), the splits, a seed, the cache directory and the sentence embedder's name
@@ -31,6 +35,38 @@ class RouterResources:
     seed: int = 0
     cache_dir: str | None = None
     embedder: str = "minilm"
+
+
+class RouterOptions:
+    """The options given to one router's factory, taken one by one (see the module docstring)."""
+
+    def __init__(self, router: str, options: dict):
+        self.router = router
+        self.left = dict(options)
+        self.known: list[str] = []
+
+    def take(self, key: str, kind: type, default):
+        """Option ``key`` as ``kind`` (int, float or str; the CLI passes ``coerce_option`` values,
+        so ``"3"`` arrives as 3), else ``default``. A bool, a fractional number for an int, or a
+        value ``kind`` cannot convert raises ``ValueError`` naming the option."""
+        self.known.append(key)
+        if key not in self.left:
+            return default
+        raw = self.left.pop(key)
+        bad = isinstance(raw, bool) or (kind is int and isinstance(raw, float) and not raw.is_integer())
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError, OverflowError):
+            bad = True
+        if bad:
+            raise ValueError(f"router {self.router!r}: option '{key}' must be {kind.__name__}, got {raw!r}")
+        return value
+
+    def finish(self) -> None:
+        """Raise ``ValueError`` if an option was given that no ``take`` asked for."""
+        if self.left:
+            takes = f"it takes {', '.join(self.known)}" if self.known else "it takes no options"
+            raise ValueError(f"router {self.router!r}: unknown option {', '.join(repr(k) for k in sorted(self.left))} ({takes})")
 
 
 def register_router(name: str) -> Callable[[RouterFactory], RouterFactory]:
