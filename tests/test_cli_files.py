@@ -80,3 +80,11 @@ def test_os_errors_end_in_one_line_not_a_traceback(monkeypatch, capsys):
     monkeypatch.setattr(cmd_eval, "run", fail)
     code, err = _run(["eval", "--out", "x"], capsys)
     assert code == 2 and err.strip() == "routerl: error: Is a directory: somewhere"
+
+
+def test_flag_ranges_are_named(capsys):
+    code, err = _run(EVAL + ["--seed", "-5", "--out", "unused"], capsys)
+    assert code == 2 and "--seed must be >= 0, got -5" in err
+    for bad in ("-1", "nan", "1e9"):
+        code, err = _run(["bench", "--requests", "1", "--call-timeout", bad], capsys)
+        assert code == 2 and "--call-timeout must be in (0, 3600]" in err

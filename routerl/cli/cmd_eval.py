@@ -219,6 +219,8 @@ def run(args) -> int:
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     if not pools or any(p not in ("seen", "full") for p in pools) or len(set(pools)) != len(pools):
         raise CliError(f"--pools must be seen, full or seen,full; got {args.pools!r}")
+    if args.seed < 0:
+        raise CliError(f"--seed must be >= 0, got {args.seed}")
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
     out = output_dir(args.out, "--out")
