@@ -6,6 +6,7 @@ import pytest
 
 from routerl.descriptors import (
     DescriptorError,
+    Endpoint,
     ModelDescriptor,
     build_descriptors,
     load_catalog,
@@ -27,6 +28,8 @@ def desc(**kw):
         ({"id": "   "}, "id"),
         ({"id": "a" * 200}, "id"),
         ({"id": "has space"}, "id"),
+        ({"id": "zz\n"}, "id"),  # a final newline: the pattern must match the whole id
+        ({"id": "a\nb"}, "id"),
         ({"input_price_per_mtok": math.nan}, "input_price_per_mtok"),
         ({"output_price_per_mtok": -1.0}, "output_price_per_mtok"),
         ({"input_price_per_mtok": 1e9}, "input_price_per_mtok"),
@@ -89,3 +92,68 @@ def test_catalog_round_trip_and_errors(tmp_path):
     path.write_text("version: 1\nmodels:\n  - {id: a, input_price_per_mtok: -1, output_price_per_mtok: 1}\n")
     with pytest.raises(DescriptorError, match=r"models\[0\].*input_price_per_mtok"):
         load_catalog(path)
+
+
+def test_catalog_errors_name_the_file_entry_and_field_once(tmp_path):
+    path = tmp_path / "nan.yaml"
+    path.write_text("version: 1\nmodels:\n  - {id: a, input_price_per_mtok: .nan, output_price_per_mtok: 1}\n")
+    with pytest.raises(DescriptorError) as err:
+        load_catalog(path)
+    assert str(err.value) == f"{path}: models[0] (a): field 'input_price_per_mtok': must be finite, got nan"
+    assert err.value.field == "input_price_per_mtok"
+    path.write_text("version: 1\nmodels:\n  - {id: a, input_price_per_mtok: 1, output_price_per_mtok: 1}\n"
+                    "  - {id: a, input_price_per_mtok: 1, output_price_per_mtok: 1}\n")
+    with pytest.raises(DescriptorError) as err:
+        load_catalog(path)
+    assert str(err.value) == f"{path}: models[1]: field 'id': duplicate id 'a'" and err.value.field == "id"
+
+
+def test_catalog_refuses_an_id_with_a_final_newline(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('version: 1\nmodels:\n  - {id: "a\\n", input_price_per_mtok: 1, output_price_per_mtok: 1}\n')
+    with pytest.raises(DescriptorError) as err:
+        load_catalog(path)
+    assert err.value.field == "id"
+
+
+GOOD_ENDPOINT = dict(base_url="https://api.example.com/v1", model_name="m-1", api_key_env="EXAMPLE_KEY")
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"base_url": "not a url"}, "endpoint.base_url"),
+        ({"base_url": ""}, "endpoint.base_url"),
+        ({"base_url": "ftp://host/v1"}, "endpoint.base_url"),
+        ({"base_url": "http://"}, "endpoint.base_url"),
+        ({"base_url": "http://host:port/v1"}, "endpoint.base_url"),
+        ({"base_url": "http://host/v1\n"}, "endpoint.base_url"),
+        ({"base_url": "http://" + "h" * 3000}, "endpoint.base_url"),
+        ({"model_name": ""}, "endpoint.model_name"),
+        ({"model_name": "m\n"}, "endpoint.model_name"),
+        ({"api_key_env": "has space"}, "endpoint.api_key_env"),
+        ({"api_key_env": "1KEY"}, "endpoint.api_key_env"),
+        ({"api_key_env": "KEY\n"}, "endpoint.api_key_env"),
+    ],
+)
+def test_endpoint_check_names_the_field(kw, field):
+    with pytest.raises(DescriptorError) as err:
+        Endpoint(**{**GOOD_ENDPOINT, **kw}).check()
+    assert err.value.field == field
+
+
+def test_endpoint_check_accepts_callable_endpoints_and_descriptors_keep_unchecked_ones():
+    Endpoint(**GOOD_ENDPOINT).check()
+    Endpoint("http://127.0.0.1:8000/v1", "local", "").check()  # no key: a local server
+    Endpoint("http://[::1]:8000/v1", "local", "_K1").check()
+    # Building a descriptor does not check the endpoint: one stored before the check still loads.
+    assert desc(endpoint=Endpoint("not a url", "", "")).endpoint.base_url == "not a url"
+
+
+def test_catalog_refuses_an_endpoint_no_provider_can_use(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("version: 1\nmodels:\n  - {id: a, input_price_per_mtok: 1, output_price_per_mtok: 1,\n"
+                    "     endpoint: {base_url: not a url, model_name: m}}\n")
+    with pytest.raises(DescriptorError) as err:
+        load_catalog(path)
+    assert err.value.field == "endpoint.base_url" and str(err.value).startswith(f"{path}: models[0] (a): field 'endpoint.base_url'")

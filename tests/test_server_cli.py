@@ -68,7 +68,7 @@ def test_models_add_update_get_remove(capsys, target, tmp_path):
     assert ids[-3:] == ["local/llm", "file-a", "file-b"] and len(ids) == 13
 
     code, _, err = run(capsys, "models", "add", "--file", str(models_file), "--target", target)
-    assert code == 2 and "ALREADY_EXISTS" in err
+    assert code == 2 and "already registered" in err and "file-a, file-b" in err and "nothing registered" in err
     code, _, err = run(capsys, "models", "add", "x", "--input-price", "nan", "--output-price", "1", "--target", target)
     assert code == 2 and "input_price_per_mtok" in err
     code, _, err = run(capsys, "models", "add", "x", "--output-price", "1", "--target", target)
@@ -122,6 +122,54 @@ def test_server_config_file(tmp_path):
         ServerConfig(workers=0)
     with pytest.raises(ValueError, match="default_mode"):
         ServerConfig(default_mode="fast")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("port: 50791.5", "field 'port' must be an integer, got 50791.5"),
+        ("port: true", "field 'port' must be an integer, got True"),
+        ("workers: 1.5", "field 'workers' must be an integer, got 1.5"),
+        ("max_queue: 1.5", "field 'max_queue' must be an integer, got 1.5"),
+        ("provider_max_tokens: 2.5", "field 'provider_max_tokens' must be an integer, got 2.5"),
+        ("db: 5", "field 'db' must be a file path, got 5"),
+        ("db: ''", "field 'db' must be a file path, got ''"),
+        ("catalog: [1]", "field 'catalog' must be a file path, got [1]"),
+        ("router: 7", "field 'router' must be a router name, got 7"),
+        ("auth_token_env: [A]", "field 'auth_token_env' must be an environment variable name, got ['A']"),
+        ("default_mode: [1]", "field 'default_mode' must be one of quality, balanced, cost, got [1]"),
+    ],
+)
+def test_server_config_file_checks_integer_and_text_types(tmp_path, text, message):
+    path = tmp_path / "serve.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ValueError) as err:
+        ServerConfig.from_file(path)
+    assert str(err.value) == f"{path}: server config: {message}"
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (["--router", "nosuch"], "unknown router 'nosuch'"),
+        (["--router", "descriptor-score", "--router-opt", "nope=1"], "nope"),
+        (["--router", "descriptor-score", "--auth-token-env", "ROUTERL_TEST_UNSET_TOKEN"], "ROUTERL_TEST_UNSET_TOKEN"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_before_creating_the_db(capsys, tmp_path, monkeypatch, flags, error):
+    monkeypatch.delenv("ROUTERL_TEST_UNSET_TOKEN", raising=False)
+    db = tmp_path / "new.db"
+    code, _, err = run(capsys, "serve", "--port", "0", "--db", str(db), "--catalog", str(DEFAULT_CATALOG), *flags)
+    assert code == 2 and error in err
+    assert not list(tmp_path.iterdir()), "no registry file was created"
+
+
+def test_models_add_file_names_the_field_once(capsys, tmp_path):
+    path = tmp_path / "nan.yaml"
+    path.write_text("version: 1\nmodels:\n  - {id: a, input_price_per_mtok: .nan, output_price_per_mtok: 1}\n")
+    code, _, err = run(capsys, "models", "add", "--file", str(path), "--target", "127.0.0.1:1")
+    assert code == 2 and f"{path}: models[0] (a): field 'input_price_per_mtok': must be finite" in err
+    assert err.count("input_price_per_mtok") == 1, err
 
 
 def test_serve_refuses_a_missing_catalog_for_a_new_db(capsys, tmp_path):

@@ -119,6 +119,24 @@ def test_access_log_and_request_ids(tmp_path, caplog):
     assert json.loads(caplog.records[-1].getMessage())["query"] == SECRET_QUERY
 
 
+def test_access_log_shortens_overlong_model_ids(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="routerl.access")
+    srv = start(tmp_path)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
+            stub = pb_grpc.RouterStub(channel)
+            for call, request in [(stub.GetModel, pb.GetModelRequest(id="g" * 20_000)),
+                                  (stub.RegisterModel, pb.RegisterModelRequest(model=pb.ModelDescriptor(id="r" * 100_000)))]:
+                with pytest.raises(grpc.RpcError) as info:
+                    call(request, timeout=5)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        stop(srv)
+    lines = [r.getMessage() for r in caplog.records if r.name == "routerl.access"]
+    assert [json.loads(line)["model"] for line in lines] == ["g" * 80 + "...", "r" * 80 + "..."]
+    assert max(len(line) for line in lines) < 500
+
+
 def test_serve_prints_bare_json_access_lines_and_metrics_address(tmp_path):
     from routerl.server.app import serve
     from routerl.server.config import ServerConfig

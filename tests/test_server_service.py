@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from routerl.client import RouterClient, RouterClientError
-from routerl.descriptors.model import ModelDescriptor
+from routerl.descriptors.model import Endpoint, ModelDescriptor
 from routerl.routers.descriptor_score import DescriptorScoreRouter
 from routerl.server.app import RouterServer
 from routerl.server.config import ServerConfig
@@ -162,6 +162,7 @@ def test_registered_model_is_routable_at_once_and_removed_is_gone(client):
         ({"min_context_window": -1}, "limits.min_context_window"),
         ({"allow": [""]}, "allow[0]"),
         ({"attempts": [("", "text")]}, "attempts[0].model_id"),
+        ({"attempts": [("no-such-model", "text")]}, "attempts[0].model_id"),  # not registered
         ({"domain": "d" * 65}, "domain"),
         ({"request_id": "r" * 129}, "request_id"),
     ],
@@ -212,6 +213,72 @@ def test_not_found_already_exists_failed_precondition(client):
     assert err.code == CODE.FAILED_PRECONDITION and "deny removed 3" in err.details
     err = status(lambda: client.route("q", min_context_window=10_000_000))
     assert err.code == CODE.FAILED_PRECONDITION
+
+
+def invalid_field(call, request) -> tuple[str | None, str]:
+    """Call a stub method that must answer INVALID_ARGUMENT: the ``routerl-field`` it names, and its message."""
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=5)
+    assert info.value.code() == CODE.INVALID_ARGUMENT, info.value.details()
+    fields = [m.value for m in info.value.trailing_metadata() if m.key == "routerl-field"]
+    return (fields[0] if fields else None), info.value.details()
+
+
+def test_an_id_with_a_final_newline_is_refused(client):
+    model = pb.ModelDescriptor(id="zz\n", input_price_per_mtok=1, output_price_per_mtok=1)
+    field, _ = invalid_field(client._stub.RegisterModel, pb.RegisterModelRequest(model=model))
+    assert field == "model.id"
+    assert [m.id for m in client.list_models()] == ["big", "small", "mid"]
+
+
+def test_overlong_ids_are_invalid_argument_with_a_short_message(client):
+    long_id = "x" * 20_000
+    stub = client._stub
+    for call, request, name in [
+        (stub.GetModel, pb.GetModelRequest(id=long_id), "id"),
+        (stub.RemoveModel, pb.RemoveModelRequest(id=long_id), "id"),
+        (stub.UpdateModel, pb.UpdateModelRequest(model=pb.ModelDescriptor(id=long_id)), "model.id"),
+        (stub.RegisterModel, pb.RegisterModelRequest(model=pb.ModelDescriptor(id=long_id)), "model.id"),
+    ]:
+        field, details = invalid_field(call, request)
+        assert field == name and "at most 128 characters" in details and len(details) < 200, details
+    assert status(lambda: client.get_model("x" * 128)).code == CODE.NOT_FOUND, "an id of the longest length is looked up"
+
+
+@pytest.mark.parametrize(
+    "endpoint, field",
+    [
+        (pb.Endpoint(base_url="not a url", model_name="m"), "model.endpoint.base_url"),
+        (pb.Endpoint(base_url="http://localhost:8000/v1", model_name="m", api_key_env="has space"), "model.endpoint.api_key_env"),
+        (pb.Endpoint(base_url="http://localhost:8000/v1"), "model.endpoint.model_name"),
+    ],
+)
+def test_an_endpoint_no_provider_can_use_is_refused_at_register_and_update(client, endpoint, field):
+    stub = client._stub
+    model = pb.ModelDescriptor(id="ep", input_price_per_mtok=1, output_price_per_mtok=1, endpoint=endpoint)
+    got, details = invalid_field(stub.RegisterModel, pb.RegisterModelRequest(model=model))
+    assert got == field and f"field '{field}'" in details
+    masked = pb.UpdateModelRequest(model=pb.ModelDescriptor(id="big", endpoint=endpoint))
+    masked.update_mask.paths.append("endpoint")
+    whole = pb.UpdateModelRequest(model=pb.ModelDescriptor(id="big", input_price_per_mtok=3, output_price_per_mtok=15,
+                                                           endpoint=endpoint))
+    for request in (masked, whole):
+        assert invalid_field(stub.UpdateModel, request)[0] == field
+    assert [m.id for m in client.list_models()] == ["big", "small", "mid"], "nothing was stored"
+    assert client.get_model("big") == catalog()[0]
+
+
+def test_an_endpoint_stored_before_the_check_does_not_block_updates(server, client):
+    server.store.add(ModelDescriptor("legacy", 1, 1, endpoint=Endpoint("not a url", "m", "")))
+    client.update_model(ModelDescriptor("legacy", 2, 2), fields=["input_price_per_mtok"])
+    kept = client.get_model("legacy")
+    assert kept.input_price_per_mtok == 2 and kept.endpoint == Endpoint("not a url", "m", "")
+    client.update_model(kept.with_changes(output_price_per_mtok=3))  # whole, the endpoint unchanged
+    assert client.get_model("legacy").output_price_per_mtok == 3
+    err = status(lambda: client.update_model(kept.with_changes(endpoint=Endpoint("still not a url", "m", ""))))
+    assert err.code == CODE.INVALID_ARGUMENT and err.field == "model.endpoint.base_url"
+    fixed = Endpoint("http://localhost:8000/v1", "m", "")
+    assert client.update_model(kept.with_changes(endpoint=fixed), fields=["endpoint"]).endpoint == fixed
 
 
 def test_malformed_and_non_utf8_requests_are_rejected_and_server_lives_on(client):

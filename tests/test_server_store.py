@@ -85,9 +85,36 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="not a routerl model registry"):
         ModelStore(db)
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete", "a refused file is left as it was"
+    con.close()
+    assert not (tmp_path / "other.db-wal").exists()
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError):
         ModelStore(tmp_path / "junk.db")
+
+
+@pytest.mark.parametrize("schema_version, error", [("99", "newer than this routerl"), ("x", "not a routerl model registry")])
+def test_registry_of_another_schema_is_refused_unchanged(tmp_path, schema_version, error):
+    db = tmp_path / "r.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (schema_version,))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=error):
+        ModelStore(db)
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+
+
+def test_unknown_id_errors_repeat_an_overlong_id_shortened():
+    store = ModelStore(":memory:", CATALOG)
+    with pytest.raises(ModelNotFoundError) as err:
+        store.remove("x" * 20_000)
+    assert str(err.value) == f"model {'x' * 80 + '...'!r} is not registered"
+    assert err.value.model_id == "x" * 20_000
 
 
 def test_invalid_stored_row_is_kept_but_not_served(tmp_path, caplog):

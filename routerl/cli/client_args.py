@@ -6,12 +6,16 @@
 ``ROUTERL_TOKEN``, used when set), ``--tls-ca PEM`` and ``--tls``; ``connect(args)`` opens a
 ``RouterClient`` whose failures surface as ``CliError`` (``routerl: error: NOT_FOUND: ...``,
 exit code 2). The token itself is never a flag: command lines are visible to every local user.
+``check_target`` and ``check_timeout`` reject a malformed address or deadline up front, naming the
+flag (``connect`` applies them to ``--target``/``--timeout``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,6 +23,10 @@ from routerl.cli import CliError
 
 TARGET_ENV = "ROUTERL_TARGET"
 TOKEN_ENV = "ROUTERL_TOKEN"
+MAX_TIMEOUT_S = 86_400.0  # a day: a longer deadline is a mistake (and inf overflows gRPC's deadline at once)
+# gRPC target schemes whose address is no host:port (a socket path, or a list of addresses)
+_UNCHECKED_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "ipv4:", "ipv6:")
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9_.\-]+)$")
 
 
 def add_client_args(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +35,8 @@ def add_client_args(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(TARGET_ENV, "localhost:50051"),
         help=f"server address host:port (default ${TARGET_ENV} or localhost:50051)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, help="deadline of each call in seconds (default 10)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help=f"deadline of each call in seconds (default 10, at most {MAX_TIMEOUT_S:g})")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_security_args(parser)
 
@@ -57,11 +66,48 @@ def client_error(exc, target: str, token_env: str | None) -> CliError:
     return CliError(f"{exc.code.name}: {exc.details}{where}{hint} [{target}]")
 
 
+def check_target(target: str | None, flag: str = "--target") -> str:
+    """``target`` when it is a server address ``host:port`` (port 1-65535; an IPv6 host in
+    brackets; ``dns:///host:port`` too; ``unix:PATH`` and gRPC's other socket schemes unchecked),
+    else a ``CliError`` naming ``flag``."""
+    if target is None or not target.strip():
+        raise CliError(f"{flag} is empty; give the server address as host:port (e.g. localhost:50051)")
+    if target != target.strip() or any(c.isspace() for c in target):
+        raise CliError(f"{flag} {target!r}: the address must not contain spaces")
+    if target.startswith(_UNCHECKED_SCHEMES):
+        return target
+    address = target
+    if address.startswith("dns:"):
+        address = address[len("dns:"):]
+        if address.startswith("//"):  # dns://[authority]/host:port
+            address = address[2:].partition("/")[2]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise CliError(f"{flag} {target!r}: expected host:port (e.g. localhost:50051)")
+    if ":" in host and not host.startswith("["):
+        raise CliError(f"{flag} {target!r}: put an IPv6 address in brackets, e.g. [::1]:50051")
+    if not _HOST.match(host):
+        raise CliError(f"{flag} {target!r}: {host!r} is not a host name or address")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise CliError(f"{flag} {target!r}: the port must be a number from 1 to 65535, got {port!r}")
+    return target
+
+
+def check_timeout(value: float | None, flag: str = "--timeout", *, maximum: float = MAX_TIMEOUT_S) -> float | None:
+    """``value`` (seconds) when it is a finite number in (0, ``maximum``] (or None), else a
+    ``CliError`` naming ``flag``."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= maximum):
+        raise CliError(f"{flag} must be a number of seconds greater than 0 and at most {maximum:g}, got {value:g}")
+    return value
+
+
 @contextmanager
 def connect(args: argparse.Namespace) -> Iterator["RouterClient"]:  # noqa: F821
     """A client for ``args.target``; a failed call becomes a ``CliError`` naming the status."""
     from routerl.client import RouterClient, RouterClientError
 
+    check_target(args.target)
+    check_timeout(args.timeout)
     options = client_options(args)
     try:
         client = RouterClient(args.target, timeout=args.timeout, **options)

@@ -22,15 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from contextlib import contextmanager
 
 from routerl.cli import CliError
-from routerl.cli.client_args import TARGET_ENV, add_security_args, client_error, client_options, key_values
+from routerl.cli.client_args import (
+    TARGET_ENV, add_security_args, check_target, check_timeout, client_error, client_options, key_values,
+)
 from routerl.yaml_numbers import dump_yaml
 
 DEFAULT_ROUTER = "descriptor-score"
+MAX_KNOB = 1e9  # the server's bound on a request's knob (routerl.server.requests.MAX_KNOB)
 PROBE_DESCRIPTION = ("Run a probe set against an OpenAI-compatible endpoint, score the answers, "
                      "build the model's descriptor (as offline descriptors are built) and register it.")
 
@@ -79,11 +83,12 @@ def add_probe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds (default 60)")
     p.add_argument("--retries", type=int, default=3, help="tries per request on 429/5xx (default 3)")
     p.add_argument("--backoff", type=float, default=0.5, help="first retry wait in seconds, doubled per retry (default 0.5)")
-    p.add_argument("--max-tokens", type=int, help="cap on answer tokens")
+    p.add_argument("--max-tokens", type=int, help="cap on answer tokens (>= 1)")
     p.add_argument("--description", default="", help="free text for operators")
     p.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--catalog", help="append the descriptor to this catalog YAML (created if absent)")
+    target.add_argument("--catalog",
+                        help="append the descriptor to this catalog YAML (created if absent; its leading comments are kept)")
     target.add_argument("--register", metavar="TARGET", help="register with a running server (host:port)")
     p.add_argument("--replace", action="store_true",
                    help="replace an entry with the same id in --catalog, or update the model registered with --register")
@@ -97,13 +102,57 @@ def add_probe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _scorer_overrides(pairs: list[str] | None) -> dict[str, str]:
+    from routerl.live.scorers import SCORERS
+
     out = {}
     for pair in pairs or ():
         task, sep, name = pair.partition("=")
         if not sep or not task or not name:
             raise CliError(f"--scorer expects TASK=SCORER, got {pair!r}")
+        if name not in SCORERS:
+            raise CliError(f"--scorer {task}: unknown scorer {name!r}; expected one of {', '.join(SCORERS)}")
         out[task] = name
     return out
+
+
+def _non_negative(flag: str, value: float | None, maximum: float = math.inf) -> None:
+    """A CliError naming ``flag`` unless ``value`` is None or a finite number in [0, maximum]."""
+    if value is not None and not (math.isfinite(value) and 0 <= value <= maximum):
+        bound = "" if maximum == math.inf else f" and at most {maximum:g}"
+        raise CliError(f"{flag} must be a finite number >= 0{bound}, got {value:g}")
+
+
+# descriptor field -> the probe flag that sets it
+_PROBE_FIELD_FLAGS = {"id": "--id", "input_price_per_mtok": "--input-price", "output_price_per_mtok": "--output-price",
+                      "description": "--description", "tags": "--tag", "endpoint": "--endpoint"}
+
+
+def _probe_endpoint(args: argparse.Namespace):
+    """The endpoint and the descriptor fields the flags give, checked before anything is asked
+    (a DescriptorError names the flag): a probe run must not pay for a descriptor it cannot build."""
+    from routerl.descriptors.model import DescriptorError, Endpoint, ModelDescriptor
+
+    for flag in ("limit", "per_task", "concurrency", "retries", "max_tokens"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    check_timeout(args.timeout, "--timeout")
+    _non_negative("--backoff", args.backoff)
+    endpoint = Endpoint(base_url=args.endpoint, model_name=args.model_name, api_key_env=args.api_key_env)
+    try:
+        endpoint.check()  # the rule the server applies at registration
+    except DescriptorError as exc:
+        flag = {"endpoint.base_url": "--endpoint", "endpoint.model_name": "--model-name"}.get(exc.field, "--api-key-env")
+        raise CliError(f"{flag}: {exc.message}") from None
+    if args.api_key_env and not os.environ.get(args.api_key_env):
+        raise CliError(f"--api-key-env {args.api_key_env}: the environment variable is not set or empty")
+    try:
+        ModelDescriptor(args.id, args.input_price, args.output_price, description=args.description,
+                        tags=tuple(args.tag), endpoint=endpoint)
+    except DescriptorError as exc:
+        flag = _PROBE_FIELD_FLAGS.get(exc.field.partition(".")[0])
+        raise CliError(f"{flag}: {exc}" if flag else str(exc)) from None
+    return endpoint
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -120,23 +169,26 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    from routerl.descriptors.model import Endpoint
     from routerl.live.probe import ProbeState, descriptor_from_probes, load_probe_set, run_probes
     from routerl.live.provider import ChatProvider, RetryPolicy
-    from routerl.live.register import check_remote, register_in_catalog, register_remote
+    from routerl.live.register import check_catalog, check_remote, register_in_catalog, register_remote
 
+    if args.register is not None:
+        check_target(args.register, "--register")
+    if args.catalog is not None and not args.catalog.strip():
+        raise CliError("--catalog is empty; give the catalog file to write")
     if not (args.dry_run or args.catalog or args.register):
         raise CliError("say where the descriptor goes: --catalog FILE or --register TARGET (or --dry-run to only show it)")
-    remote_options = client_options(args) if args.register else {}
-    if args.register and not args.dry_run:  # before spending anything on probes
-        check_remote(args.register, args.id, replace=args.replace, **remote_options)
-    for flag in ("limit", "per_task", "concurrency", "retries"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise CliError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    # Everything is checked before the first probe is paid for: the flags, the descriptor they
+    # give, the probe set, and where the descriptor goes.
+    endpoint = _probe_endpoint(args)
     overrides = _scorer_overrides(args.scorer)
-    endpoint = Endpoint(base_url=args.endpoint, model_name=args.model_name, api_key_env=args.api_key_env)
+    remote_options = client_options(args) if args.register else {}
+    if args.catalog and not args.dry_run:
+        check_catalog(args.catalog, args.id, replace=args.replace)
     items = load_probe_set(args.probes, split=args.split, limit=args.limit, per_task=args.per_task)
+    if args.register and not args.dry_run:
+        check_remote(args.register, args.id, replace=args.replace, **remote_options)
     provider = ChatProvider(
         endpoint, input_price_per_mtok=args.input_price, output_price_per_mtok=args.output_price, model_id=args.id,
         timeout_s=args.timeout, retry=RetryPolicy(attempts=args.retries, base_delay_s=args.backoff), max_tokens=args.max_tokens,
@@ -207,7 +259,7 @@ def _register_complete(subparsers) -> None:
     p.add_argument("--domain", help="the query's domain, when known (e.g. math_grade_school)")
     p.add_argument("--max-rounds", type=int, help="most model-calling rounds (default 2; server: its limit)")
     p.add_argument("--budget-usd", type=float, help="spend cap of this request")
-    p.add_argument("--timeout", type=float, default=120.0, help="request time limit in seconds (default 120)")
+    p.add_argument("--timeout", type=float, default=120.0, help="request time limit in seconds (default 120, at most 86400)")
     p.add_argument("--call-timeout", type=float, help="local: per-call timeout in seconds (default 60)")
     p.add_argument("--retries", type=int, help="local: tries per call on 429/5xx (default 3)")
     p.add_argument("--backoff", type=float, help="local: first retry wait in seconds, doubled per retry (default 0.5)")
@@ -238,18 +290,21 @@ def run_complete(args: argparse.Namespace) -> int:
 
     if args.query == "-":
         args.query = sys.stdin.read()
-    if args.catalog and args.target:
+    if args.catalog and args.target is not None:
         raise CliError("give --catalog FILE (run here) or --target HOST:PORT (ask a server), not both")
+    target_flag = "--target"
     if not args.catalog:
-        args.target = args.target or os.environ.get(TARGET_ENV)
-        if not args.target:
+        if args.target is None and os.environ.get(TARGET_ENV) is not None:
+            target_flag = f"${TARGET_ENV}"
+        args.target = args.target if args.target is not None else os.environ.get(TARGET_ENV)
+        if args.target is None:
             raise CliError(f"give --catalog FILE (run here) or --target HOST:PORT (ask a server; or set ${TARGET_ENV})")
+        check_target(args.target, target_flag)
     mode_only, other = (_LOCAL_ONLY, "--target") if args.target else (_REMOTE_ONLY, "--catalog")
     for dest, flag in mode_only.items():
         if getattr(args, dest) not in (None, False):
             raise CliError(f"{flag} does not apply with {other}")
-    if args.max_rounds is not None and args.max_rounds < 1:
-        raise CliError(f"--max-rounds must be >= 1, got {args.max_rounds}")
+    _check_complete_flags(args)
     if args.target:
         return _complete_remote(args)
     try:
@@ -257,6 +312,25 @@ def run_complete(args: argparse.Namespace) -> int:
             return _complete(args)
     except ProviderError as exc:
         raise CliError(str(exc)) from None
+
+
+def _check_complete_flags(args: argparse.Namespace) -> None:
+    """Checks of ``complete``'s flags, before any model (or server) is called; errors name the flag."""
+    if not args.query.strip():
+        raise CliError("the query is empty")
+    if args.max_rounds is not None and args.max_rounds < 1:
+        raise CliError(f"--max-rounds must be >= 1, got {args.max_rounds}")
+    if args.models is not None and not [m for m in args.models.split(",") if m.strip()]:
+        raise CliError("--models lists no model id")
+    _non_negative("--knob", args.knob, MAX_KNOB)
+    _non_negative("--budget-usd", args.budget_usd)
+    check_timeout(args.timeout, "--timeout")
+    if args.target:
+        return
+    check_timeout(args.call_timeout, "--call-timeout")
+    if args.retries is not None and args.retries < 1:
+        raise CliError(f"--retries must be >= 1, got {args.retries}")
+    _non_negative("--backoff", args.backoff)
 
 
 def _report(answer: str | None, stop: str, message: str, calls: list[dict], thinks: list[str], total: float) -> None:
@@ -336,9 +410,11 @@ def _complete(args: argparse.Namespace) -> int:
     if not any(m.endpoint for m in models):
         raise CliError(f"{args.catalog}: no model has an 'endpoint'; probe one with `routerl probe` first")
     router = build_named_router(args.router or DEFAULT_ROUTER, args.data, key_values(args.router_option, "--router-option"))
-    retry = RetryPolicy(attempts=args.retries or 3, base_delay_s=0.5 if args.backoff is None else args.backoff)
+    retry = RetryPolicy(attempts=3 if args.retries is None else args.retries,
+                        base_delay_s=0.5 if args.backoff is None else args.backoff)
+    call_timeout = 60.0 if args.call_timeout is None else args.call_timeout
     executor = Executor.from_descriptors(
-        router, models, provider_options={"timeout_s": args.call_timeout or 60.0, "retry": retry},
+        router, models, provider_options={"timeout_s": call_timeout, "retry": retry},
         max_rounds=args.max_rounds or 2, budget_usd=args.budget_usd, timeout_s=args.timeout, system_prompt=args.system,
     )
     knob = args.knob if args.knob is not None else knob_for_mode(args.mode or "balanced")

@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--domain", help="domain hint, e.g. math_grade_school")
     p.add_argument("--think-budget", type=int, default=0, help="tokens of reasoning the router may spend")
     p.add_argument("--attempt", action="append", default=[], metavar="MODEL_ID=RESPONSE",
-                   help="a previous attempt of this request, oldest first (repeatable)")
+                   help="a previous attempt of this request, oldest first (repeatable); MODEL_ID must be "
+                        "registered and not in --deny")
     p.add_argument("--request-id", help="id echoed in the answer")
     add_client_args(p)
     p.set_defaults(func=run)
@@ -50,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
         attempts.append((model_id, response))
     if args.think_budget < 0:
         raise CliError("--think-budget must be >= 0")
+    for model_id, _ in attempts:
+        if model_id in args.deny:  # the router may accept the last attempt: a denied model's answer
+            raise CliError(f"--attempt {model_id}: the model is also in --deny (its answer could be accepted); "
+                           "leave out one of the two")
     with connect(args) as client:
         result = client.route(
             query,
@@ -77,3 +82,4 @@ def run(args: argparse.Namespace) -> int:
     if result.think:
         print("  think: " + result.think.replace("\n", "\n         "))
     return 0
+

@@ -14,7 +14,8 @@
         description: ""
         tags: [openai]
 
-Loading validates every entry; errors name the file, the entry and the field.
+Loading validates every entry (its endpoint too: a catalog brings new models); errors name the
+file, the entry and the field, once: ``c.yaml: models[0] (a): field 'input_price_per_mtok': ...``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from routerl.descriptors.model import DescriptorError, ModelDescriptor
+from routerl.descriptors.model import DescriptorError, ModelDescriptor, shown_id
 from routerl.yaml_numbers import dump_yaml, read_yaml_file
 
 CATALOG_VERSION = 1
+
+
+def _entry_name(entry: object, n: int) -> str:
+    """How errors name the ``n``-th entry: its id (shortened when overlong), else ``#n``."""
+    model_id = entry.get("id") if isinstance(entry, dict) else None
+    return shown_id(model_id) if isinstance(model_id, str) else f"#{n}"
 
 
 def parse_catalog(raw: object, where: str) -> list[ModelDescriptor]:
@@ -37,15 +44,17 @@ def parse_catalog(raw: object, where: str) -> list[ModelDescriptor]:
     out: list[ModelDescriptor] = []
     ids: set[str] = set()
     for n, entry in enumerate(raw["models"]):
-        name = entry.get("id", f"#{n}") if isinstance(entry, dict) else f"#{n}"
+        entry_where = f"{where}: models[{n}] ({_entry_name(entry, n)})"
         try:
             desc = ModelDescriptor.from_dict(entry)
+            if desc.endpoint is not None:
+                desc.endpoint.check()
         except DescriptorError as exc:
-            raise DescriptorError(exc.field, f"{where}: models[{n}] ({name}): {exc}") from None
+            raise exc.within(entry_where) from None
         except TypeError as exc:
-            raise ValueError(f"{where}: models[{n}] ({name}): {exc}") from None
+            raise ValueError(f"{entry_where}: {exc}") from None
         if desc.id in ids:
-            raise DescriptorError("id", f"{where}: models[{n}]: duplicate id {desc.id!r}")
+            raise DescriptorError("id", f"duplicate id {desc.id!r}", f"{where}: models[{n}]")
         ids.add(desc.id)
         out.append(desc)
     return out

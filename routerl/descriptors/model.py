@@ -6,7 +6,9 @@ nearest-probe routers can estimate the model's score on a new query). A model re
 time supplies exactly these fields, so every router treats seen and unseen models alike.
 
 Validation rejects NaN/negative/absurd prices, scores outside [0, 1], empty or malformed ids and
-absurd sizes, with a ``DescriptorError`` whose ``field`` names the offending field.
+absurd sizes, with a ``DescriptorError`` whose ``field`` names the offending field. An endpoint is
+checked (``Endpoint.check``) where a new one comes in, not when a descriptor is built, so that an
+endpoint stored before that check still reads back.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+\-]*$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+\-]*")  # the whole id (fullmatch: no final newline)
 MAX_ID_LEN = 128
+MAX_SHOWN_ID_CHARS = 80  # how much of an overlong id errors and logs repeat
 MAX_PRICE_PER_MTOK = 10_000.0
 MAX_LATENCY_MS = 3_600_000.0
 MAX_CONTEXT_WINDOW = 100_000_000
@@ -28,14 +32,32 @@ MAX_DESCRIPTION_LEN = 4_096
 MAX_TAGS = 32
 MAX_TAG_LEN = 64
 MAX_OUTPUT_TOKENS = 1_000_000
+MAX_URL_LEN = 2_048
+MAX_MODEL_NAME_LEN = 256
+ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")  # an environment variable's name, whole
 
 
 class DescriptorError(ValueError):
-    """An invalid descriptor; ``field`` names the field at fault (e.g. ``input_price_per_mtok``)."""
+    """An invalid descriptor: ``field`` names the field at fault (e.g. ``input_price_per_mtok``),
+    ``message`` says what is wrong with it, and ``where`` (optional) whose field it is, e.g. a
+    catalog file and entry; it leads the text: ``c.yaml: models[0] (a): field 'id': ...``."""
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"field '{field_name}': {message}")
+    def __init__(self, field_name: str, message: str, where: str = ""):
+        text = f"field '{field_name}': {message}"
+        super().__init__(f"{where}: {text}" if where else text)
         self.field = field_name
+        self.message = message
+        self.where = where
+
+    def within(self, where: str) -> "DescriptorError":
+        """The same error said of ``where`` (put before any place it already names)."""
+        return DescriptorError(self.field, self.message, f"{where}: {self.where}" if self.where else where)
+
+
+def shown_id(value: str) -> str:
+    """A model id as error messages and log lines repeat it: whole when it is no longer than an id
+    may be, else its first ``MAX_SHOWN_ID_CHARS`` characters and ``...``."""
+    return value if len(value) <= MAX_ID_LEN else value[:MAX_SHOWN_ID_CHARS] + "..."
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,39 @@ class Endpoint:
     base_url: str = ""
     model_name: str = ""
     api_key_env: str = ""
+
+    def check(self) -> None:
+        """Raise a ``DescriptorError`` on ``endpoint.base_url``, ``endpoint.model_name`` or
+        ``endpoint.api_key_env`` unless a provider can be built from this endpoint: an http(s)
+        URL with a host, a model name, and an environment variable's name (or none: a server
+        without keys). The rules ``routerl.live.provider.ChatProvider`` applies when the server
+        starts, applied when the endpoint is registered instead."""
+        _check_base_url(self.base_url)
+        name = self.model_name
+        if not isinstance(name, str) or not name.strip():
+            raise DescriptorError("endpoint.model_name", "is required")
+        if len(name) > MAX_MODEL_NAME_LEN or not name.isprintable():
+            raise DescriptorError("endpoint.model_name", f"must be at most {MAX_MODEL_NAME_LEN} printable characters")
+        env = self.api_key_env
+        if not isinstance(env, str) or (env and not ENV_NAME_PATTERN.fullmatch(env)):
+            shown = env[:MAX_SHOWN_ID_CHARS] if isinstance(env, str) else env
+            raise DescriptorError("endpoint.api_key_env", "must be empty or an environment variable's name (at most 256 "
+                                  f"letters, digits and _, not starting with a digit), got {shown!r}")
+
+
+def _check_base_url(url: Any) -> None:
+    if not isinstance(url, str) or not url:
+        raise DescriptorError("endpoint.base_url", "is required (an http(s) URL)")
+    if len(url) > MAX_URL_LEN:
+        raise DescriptorError("endpoint.base_url", f"must be at most {MAX_URL_LEN} characters, got {len(url)}")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts = None
+    blank = any(ch.isspace() or not ch.isprintable() for ch in url)
+    if parts is None or blank or not url.startswith(("http://", "https://")) or not parts.hostname:
+        raise DescriptorError("endpoint.base_url", f"must be an http(s) URL, got {url!r}")
 
 
 def _finite(name: str, value: Any, lo: float, hi: float) -> float:
@@ -100,7 +155,7 @@ class ModelDescriptor:
             raise DescriptorError("id", "must be a non-empty string")
         if len(self.id) > MAX_ID_LEN:
             raise DescriptorError("id", f"must be at most {MAX_ID_LEN} characters, got {len(self.id)}")
-        if not ID_PATTERN.match(self.id):
+        if not ID_PATTERN.fullmatch(self.id):
             raise DescriptorError("id", f"may hold only letters, digits and ._:@/+- (and start with a letter or digit), got {self.id!r}")
         _finite("input_price_per_mtok", self.input_price_per_mtok, 0.0, MAX_PRICE_PER_MTOK)
         _finite("output_price_per_mtok", self.output_price_per_mtok, 0.0, MAX_PRICE_PER_MTOK)

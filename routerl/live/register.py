@@ -1,7 +1,12 @@
 """Where a probed descriptor goes: a catalog YAML file, or a running router server.
 
 ``register_in_catalog(desc, path)`` appends the descriptor to a catalog (creating it), or
-replaces the entry with the same id when ``replace`` is set. ``RegisterHook`` is any callable
+replaces the entry with the same id when ``replace`` is set; the file's leading comment block
+(e.g. the rebuild command ``routerl catalog build`` writes) is kept, and the file is replaced
+atomically (a temporary file beside it, then ``os.replace``), so an interrupted write never
+leaves half a catalog. ``check_catalog(path, model_id)`` checks the same things first (the file
+parses, the id is free unless ``replace``, the place is writable), before a probe run spends
+anything. ``RegisterHook`` is any callable
 taking the descriptor; ``register_remote(target, desc)`` hands it to the hook installed with
 ``set_remote_registrar`` (``fn(target, descriptor)``); without one it uses the gRPC client
 (``routerl.client.RouterClient.register_model``; ``replace`` updates a model already registered,
@@ -14,11 +19,14 @@ registered.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
-from routerl.descriptors.catalog import load_catalog, save_catalog
+from routerl.descriptors.catalog import CATALOG_VERSION, load_catalog
 from routerl.descriptors.model import ModelDescriptor
+from routerl.yaml_numbers import dump_yaml
 
 RegisterHook = Callable[[ModelDescriptor], None]
 RemoteRegistrar = Callable[[str, ModelDescriptor], None]
@@ -26,18 +34,80 @@ RemoteRegistrar = Callable[[str, ModelDescriptor], None]
 _remote_registrar: RemoteRegistrar | None = None
 
 
-def register_in_catalog(desc: ModelDescriptor, path: str | Path, *, replace: bool = False) -> None:
-    """Append ``desc`` to the catalog at ``path`` (an existing id is an error unless ``replace``)."""
-    path = Path(path)
+def _catalog_models(path: Path, model_id: str, replace: bool) -> list[ModelDescriptor]:
+    """The models of the catalog at ``path`` ([] when absent); ``ValueError`` when it is malformed
+    or already holds ``model_id`` (unless ``replace``)."""
     models = load_catalog(path) if path.exists() else []
+    if not replace and any(m.id == model_id for m in models):
+        raise ValueError(f"{path}: field 'id': model {model_id!r} is already in the catalog (use --replace to overwrite it)")
+    return models
+
+
+def check_catalog(path: str | Path, model_id: str, *, replace: bool = False) -> None:
+    """Before probing: the catalog at ``path`` parses (when it exists), does not hold ``model_id``
+    yet (unless ``replace``) and can be written; ``ValueError`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a catalog file")
+    _catalog_models(path, model_id, replace)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot write the catalog here ({folder} is not a writable directory)")
+
+
+def _leading_comments(text: str) -> str:
+    """The comment block (and blank lines) at the top of a YAML text."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        kept.append(line)
+    header = "".join(kept)
+    return header if not header or header.endswith("\n") else header + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then move it over ``path`` (keeping the
+    mode of the file it replaces; a symlink's target is written)."""
+    path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        mode = path.stat().st_mode & 0o7777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def register_in_catalog(desc: ModelDescriptor, path: str | Path, *, replace: bool = False) -> None:
+    """Append ``desc`` to the catalog at ``path`` (an existing id is an error unless ``replace``),
+    keeping the file's leading comments; the file is replaced atomically."""
+    path = Path(path)
+    models = _catalog_models(path, desc.id, replace)
+    header = _leading_comments(path.read_text(encoding="utf-8")) if path.exists() else ""
     ids = [m.id for m in models]
     if desc.id in ids:
-        if not replace:
-            raise ValueError(f"{path}: field 'id': model {desc.id!r} is already in the catalog (use --replace to overwrite it)")
         models[ids.index(desc.id)] = desc
     else:
         models.append(desc)
-    save_catalog(models, path)
+    body = dump_yaml({"version": CATALOG_VERSION, "models": [m.to_dict() for m in models]}, sort_keys=False)
+    _write_atomically(path, header + body)
 
 
 def catalog_hook(path: str | Path, *, replace: bool = False) -> RegisterHook:

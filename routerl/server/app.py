@@ -1,7 +1,8 @@
-"""Server lifecycle: open the registry, build the router, serve, shut down gracefully.
+"""Server lifecycle: build the router, open the registry, serve, shut down gracefully.
 
-``RouterServer(config)`` opens the ``ModelStore`` (seeding a new database from the catalog),
-loads the router, and on ``start()`` binds a gRPC server with the ``routerl.v1.Router`` service,
+``RouterServer(config)`` loads the router, the tokens and the TLS files, then opens the
+``ModelStore`` (seeding a new database from the catalog): a setting that fails leaves no new
+database behind. On ``start()`` it binds a gRPC server with the ``routerl.v1.Router`` service,
 standard health checking (``grpc.health.v1.Health``: SERVING for ``""`` and
 ``routerl.v1.Router``) and server reflection. ``stop(grace)`` marks health NOT_SERVING, stops
 accepting RPCs and lets those in flight finish for up to ``grace`` seconds.
@@ -54,11 +55,17 @@ def _address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def open_store(config: ServerConfig) -> ModelStore:
-    """The registry at ``config.db``; a new database is seeded from the catalog."""
+def _seed_catalog(config: ServerConfig) -> Path | None:
+    """The catalog a new registry is seeded from; ``FileNotFoundError`` when the one named is missing."""
     catalog = config.catalog_path()
     if config.catalog and not catalog.exists():
         raise FileNotFoundError(f"catalog not found: {catalog}")
+    return catalog
+
+
+def open_store(config: ServerConfig) -> ModelStore:
+    """The registry at ``config.db``; a new database is seeded from the catalog."""
+    catalog = _seed_catalog(config)
 
     def seed():
         if catalog is None:
@@ -78,25 +85,19 @@ class RouterServer:
 
     def __init__(self, config: ServerConfig, *, router: Router | None = None, store: ModelStore | None = None):
         self.config = config
+        if store is None:
+            _seed_catalog(config)
+        # Everything that may refuse a setting comes before the registry: a wrong router name,
+        # option, token or TLS file must not leave a new registry file behind.
+        self.router = router or load_router(
+            config.router, config.router_options, data=config.data, splits=config.splits, checkpoint=config.checkpoint
+        )
+        self.auth = TokenAuth(
+            read_token(config.auth_token_env, config.auth_token_file, what="routing token"),
+            read_token(config.admin_token_env, config.admin_token_file, what="admin token"),
+        )
+        self.tls = _read_tls(config)
         self.store = store or open_store(config)
-        try:
-            self.router = router or load_router(
-                config.router, config.router_options, data=config.data, splits=config.splits, checkpoint=config.checkpoint
-            )
-        except BaseException:
-            if store is None:
-                self.store.close()
-            raise
-        try:
-            self.auth = TokenAuth(
-                read_token(config.auth_token_env, config.auth_token_file, what="routing token"),
-                read_token(config.admin_token_env, config.admin_token_file, what="admin token"),
-            )
-            self.tls = _read_tls(config)
-        except BaseException:
-            if store is None:
-                self.store.close()
-            raise
         self.metrics = ServerMetrics()
         self.metrics.watch_store(self.store)
         self.service = RouterService(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -110,39 +111,8 @@ class ServerConfig:
     key_budget_min_score: float = 0.0
 
     def __post_init__(self) -> None:
-        def bounded(name: str, lo: float, hi: float) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
-                raise ValueError(f"server config: field '{name}' must be in [{lo:g}, {hi:g}], got {value!r}")
-
-        bounded("port", 0, 65535)
-        bounded("workers", 1, 1024)
-        bounded("max_receive_bytes", 1024, 2**31 - 1)
-        bounded("max_send_bytes", 1024, 2**31 - 1)
-        bounded("grace_s", 0, 3600)
-        bounded("max_query_chars", 1, 100_000_000)
-        bounded("max_think_budget", 0, 1_000_000)
-        bounded("max_attempts", 0, 1_000)
-        bounded("max_queue", 0, 100_000)
-        bounded("queue_timeout_s", 0, 3600)
-        bounded("max_batch", 1, 4096)
-        bounded("batch_wait_ms", 0, 10_000)
-        bounded("metrics_port", 0, 65535)
-        bounded("complete_workers", 1, 1024)
-        bounded("complete_max_rounds", 1, 64)
-        bounded("complete_timeout_s", 0.001, 86_400)
-        bounded("provider_timeout_s", 0.001, 86_400)
-        bounded("provider_retries", 1, 100)
-        bounded("provider_backoff_s", 0, 3600)
-        bounded("key_budget_min_score", 0, 1)
-        for name in ("complete_budget_usd", "key_budget_usd"):
-            if getattr(self, name) is not None:
-                bounded(name, 0, 1e12)
-        if self.provider_max_tokens is not None:
-            bounded("provider_max_tokens", 1, 10_000_000)
-        for name in ("complete_workers", "complete_max_rounds", "provider_retries"):
-            if not isinstance(getattr(self, name), int):
-                raise ValueError(f"server config: field '{name}' must be an integer, got {getattr(self, name)!r}")
+        self._check_numbers()
+        self._check_texts()
         if not isinstance(self.key_budgets, dict):
             raise ValueError("server config: field 'key_budgets' must be a mapping of key id -> USD")
         for key, value in self.key_budgets.items():
@@ -167,6 +137,69 @@ class ServerConfig:
             raise ValueError("server config: field 'host' must be a host name or address")
         if not isinstance(self.router_options, dict):
             raise ValueError("server config: field 'router_options' must be a mapping")
+
+    def _check_numbers(self) -> None:
+        """Every numeric field: its type (an integer field takes no fraction, and no field takes a
+        boolean) and its bounds."""
+
+        def bounded(name: str, lo: float, hi: float) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not lo <= value <= hi:
+                raise ValueError(f"server config: field '{name}' must be in [{lo:g}, {hi:g}], got {value!r}")
+
+        def integer(name: str, lo: int, hi: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"server config: field '{name}' must be an integer, got {value!r}")
+            bounded(name, lo, hi)
+
+        integer("port", 0, 65535)
+        integer("workers", 1, 1024)
+        integer("max_receive_bytes", 1024, 2**31 - 1)
+        integer("max_send_bytes", 1024, 2**31 - 1)
+        bounded("grace_s", 0, 3600)
+        integer("max_query_chars", 1, 100_000_000)
+        integer("max_think_budget", 0, 1_000_000)
+        integer("max_attempts", 0, 1_000)
+        integer("max_queue", 0, 100_000)
+        bounded("queue_timeout_s", 0, 3600)
+        integer("max_batch", 1, 4096)
+        bounded("batch_wait_ms", 0, 10_000)
+        integer("metrics_port", 0, 65535)
+        integer("complete_workers", 1, 1024)
+        integer("complete_max_rounds", 1, 64)
+        bounded("complete_timeout_s", 0.001, 86_400)
+        bounded("provider_timeout_s", 0.001, 86_400)
+        integer("provider_retries", 1, 100)
+        bounded("provider_backoff_s", 0, 3600)
+        bounded("key_budget_min_score", 0, 1)
+        for name in ("complete_budget_usd", "key_budget_usd"):
+            if getattr(self, name) is not None:
+                bounded(name, 0, 1e12)
+        if self.provider_max_tokens is not None:
+            integer("provider_max_tokens", 1, 10_000_000)
+
+    def _check_texts(self) -> None:
+        """Every text field is a string (a path field may be a ``Path`` too); ``db`` is required,
+        the others may be unset."""
+
+        def text(name: str, what: str, *, path: bool = False, required: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and not required:
+                return
+            kinds = (str, PathLike) if path else str
+            if not isinstance(value, kinds) or (required and not str(value)):
+                raise ValueError(f"server config: field '{name}' must be {what}, got {value!r}")
+
+        text("db", "a file path", path=True, required=True)
+        for name in ("catalog", "checkpoint", "data", "splits", "tls_cert", "tls_key", "auth_token_file", "admin_token_file"):
+            text(name, "a file path", path=True)
+        for name in ("auth_token_env", "admin_token_env"):
+            text(name, "an environment variable name")
+        text("router", "a router name")
+        text("metrics_host", "a host name or address")
+        text("default_mode", f"one of {', '.join(MODES)}", required=True)
+        text("key_budget_policy", "cheapest or refuse", required=True)
 
     @property
     def request_limits(self) -> RequestLimits:

@@ -5,6 +5,7 @@ Used by the server and by ``routerl.client``, so both sides agree on one mapping
 * ``descriptor_to_proto`` / ``descriptor_from_proto``: ``ModelDescriptor`` <-> ``routerl.v1.ModelDescriptor``
   (validation errors are ``DescriptorError`` naming the field, e.g. ``model.input_price_per_mtok``);
 * ``apply_update_mask``: the descriptor an ``UpdateModel`` call asks for;
+* ``check_new_endpoint``: the endpoint check of a registration or an update (``Endpoint.check``);
 * ``MODE_NAMES`` / ``ACTION_NAMES``: enum values <-> the names used in Python (``quality``, ``route``);
 * ``FIELD_METADATA_KEY``: where an error names the request field at fault.
 """
@@ -73,8 +74,7 @@ def _fields_from_proto(msg: pb.ModelDescriptor) -> dict:
 def _prefixed(exc: DescriptorError, prefix: str) -> DescriptorError:
     if not prefix:
         return exc
-    message = str(exc).split(": ", 1)[-1]
-    return DescriptorError(f"{prefix}.{exc.field}", message)
+    return DescriptorError(f"{prefix}.{exc.field}", exc.message)
 
 
 def descriptor_from_proto(msg: pb.ModelDescriptor, prefix: str = "") -> ModelDescriptor:
@@ -104,5 +104,18 @@ def apply_update_mask(current: ModelDescriptor, msg: pb.ModelDescriptor, paths: 
         changes["sample_counts"] = {d: n for d, n in current.sample_counts.items() if d in changes["sample_scores"]}
     try:
         return current.with_changes(**changes)
+    except DescriptorError as exc:
+        raise _prefixed(exc, prefix) from None
+
+
+def check_new_endpoint(desc: ModelDescriptor, previous: ModelDescriptor | None = None, prefix: str = "") -> None:
+    """Raise a ``DescriptorError`` (under ``prefix``) when ``desc`` brings an endpoint no provider
+    can be built from (``Endpoint.check``). An endpoint kept as it was in ``previous`` (the stored
+    descriptor an update replaces) is not checked again: a model stored before the check existed
+    can still be re-priced."""
+    if desc.endpoint is None or (previous is not None and desc.endpoint == previous.endpoint):
+        return
+    try:
+        desc.endpoint.check()
     except DescriptorError as exc:
         raise _prefixed(exc, prefix) from None

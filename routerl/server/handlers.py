@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf.message import DecodeError
 
+from routerl.descriptors.model import shown_id
 from routerl.server.admission import Lane, Overloaded
 from routerl.server.auth import AuthFailure, TokenAuth
 from routerl.server.complete import ATTEMPT_STATUS_NAMES, STOP_METADATA_KEY, STOP_NAMES, resolve_key
@@ -89,14 +90,17 @@ def _mode_label(request, default_mode: str) -> str:
 
 
 def _subject(method_name: str, request) -> str | None:
-    """The model id a registry call is about (for the access log)."""
+    """The model id a registry call is about, for the access log (an overlong one shortened:
+    ``shown_id``)."""
     if request is None:
         return None
     if method_name in ("RegisterModel", "UpdateModel"):
-        return request.model.id or None
-    if method_name in ("RemoveModel", "GetModel"):
-        return request.id or None
-    return None
+        model_id = request.model.id
+    elif method_name in ("RemoveModel", "GetModel"):
+        model_id = request.id
+    else:
+        return None
+    return shown_id(model_id) or None
 
 
 class _Call:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from routerl.descriptors.model import MAX_DOMAIN_LEN, MAX_ID_LEN, ModelDescriptor
+from routerl.descriptors.model import MAX_DOMAIN_LEN, MAX_ID_LEN, ModelDescriptor, shown_id
 from routerl.routers.base import MODES, Attempt, Query
 from routerl.server.convert import MODE_NAMES
 from routerl.server.proto import router_pb2 as pb
@@ -147,6 +147,15 @@ def parse_route_request(req: pb.RouteRequest, limits: RequestLimits) -> RoutePar
         attempts=tuple(attempts),
         request_id=request_id or uuid.uuid4().hex,
     )
+
+
+def check_attempts(models: Sequence[ModelDescriptor], params: RouteParams) -> None:
+    """A ``RequestError`` on ``attempts[i].model_id`` when an attempt names no registered model (the
+    router would otherwise accept or count an answer from a model the registry does not have)."""
+    registered = {m.id for m in models}
+    for n, attempt in enumerate(params.attempts):
+        if attempt.model_id not in registered:
+            raise RequestError(f"attempts[{n}].model_id", f"{shown_id(attempt.model_id)!r} is not a registered model")
 
 
 def candidate_pool(models: Sequence[ModelDescriptor], params: RouteParams) -> list[ModelDescriptor]:

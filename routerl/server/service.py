@@ -5,7 +5,8 @@ request and the gRPC context, and returns the response message or raises ``RpcFa
 binding in ``routerl.server.handlers`` turns a failure into the gRPC status (with the offending
 field in the ``routerl-field`` trailing metadata).
 
-Status codes: INVALID_ARGUMENT (a bad field, named), NOT_FOUND (an unknown model id),
+Status codes: INVALID_ARGUMENT (a bad field, named; a model id longer than an id may be, or a new
+endpoint no provider could be built from, is one), NOT_FOUND (an unknown model id),
 ALREADY_EXISTS (a registered id), FAILED_PRECONDITION (no candidate left after the request's
 filters), DEADLINE_EXCEEDED (the caller's deadline passed), INTERNAL (a router or storage fault;
 nothing is half-written). ``Complete``/``CompleteStream`` are run by the ``Completer``
@@ -29,13 +30,19 @@ from typing import Callable
 
 import grpc
 
-from routerl.descriptors.model import DescriptorError
+from routerl.descriptors.model import MAX_ID_LEN, DescriptorError
 from routerl.routers.base import Router, RouteCall
 from routerl.server.batching import BatchTimeout, MicroBatcher, has_batch_api
 from routerl.server.complete import STOP_METADATA_KEY, CompleteFailure, Completer
-from routerl.server.convert import ACTION_VALUES, apply_update_mask, descriptor_from_proto, descriptor_to_proto
+from routerl.server.convert import (
+    ACTION_VALUES,
+    apply_update_mask,
+    check_new_endpoint,
+    descriptor_from_proto,
+    descriptor_to_proto,
+)
 from routerl.server.proto import router_pb2 as pb
-from routerl.server.requests import EmptyPoolError, RequestError, RequestLimits, candidate_pool, parse_route_request
+from routerl.server.requests import EmptyPoolError, RequestError, RequestLimits, candidate_pool, check_attempts, parse_route_request
 from routerl.server.store import ModelExistsError, ModelNotFoundError, ModelStore
 
 log = logging.getLogger(__name__)
@@ -58,8 +65,13 @@ def _invalid(exc: RequestError | DescriptorError) -> RpcFailure:
 
 
 def _require_id(name: str, value: str) -> str:
+    """``value``, the model id a call names, when it is given and no longer than an id may be (a
+    longer one is registered nowhere, and would be repeated whole in the NOT_FOUND message)."""
     if not value.strip():
         raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"field '{name}': is required", name)
+    if len(value) > MAX_ID_LEN:
+        raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"field '{name}': must be at most {MAX_ID_LEN} characters, got {len(value)}", name)
     return value
 
 
@@ -140,6 +152,10 @@ class RouterService:
                 raise _invalid(exc) from None
             snapshot = self.store.snapshot()
             try:
+                check_attempts(snapshot.models, params)
+            except RequestError as exc:
+                raise _invalid(exc) from None
+            try:
                 pool = candidate_pool(snapshot.models, params)
             except EmptyPoolError as exc:
                 raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from None
@@ -193,10 +209,13 @@ class RouterService:
             raise RpcFailure(grpc.StatusCode.INTERNAL, f"registry write failed, nothing was changed: {exc}") from None
 
     def _descriptor(self, request, name: str = "model"):
+        """The new model a request carries, validated (its endpoint too)."""
         if not request.HasField("model"):
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"field '{name}': is required", name)
         try:
-            return descriptor_from_proto(request.model, prefix=name)
+            desc = descriptor_from_proto(request.model, prefix=name)
+            check_new_endpoint(desc, prefix=name)
+            return desc
         except DescriptorError as exc:
             raise _invalid(exc) from None
 
@@ -214,6 +233,7 @@ class RouterService:
         def update():
             current = self.store.get(model_id)
             desc = apply_update_mask(current, request.model, request.update_mask.paths, prefix="model")
+            check_new_endpoint(desc, current, prefix="model")
             return desc, self.store.update(desc)
 
         desc, version = self._write(update, context)

@@ -5,6 +5,8 @@
 * A new database is seeded from a catalog YAML in the same transaction that creates the schema, so
   a failed seed leaves no half-made registry, and a database that exists is never re-seeded (a
   model removed at run time stays removed across restarts).
+* A file that holds other tables, or a registry of a newer schema, is refused before anything in
+  it is changed (its journal mode included).
 * Every write runs in one ``BEGIN IMMEDIATE`` transaction that also bumps ``version``, and is
   committed (WAL, ``synchronous=FULL``) before the method returns: once ``add`` returns, the model
   survives a crash of the process or a power loss.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Union
 
-from routerl.descriptors.model import DescriptorError, ModelDescriptor
+from routerl.descriptors.model import DescriptorError, ModelDescriptor, shown_id
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class ModelExistsError(KeyError):
     """A model with this id is already registered."""
 
     def __init__(self, model_id: str):
-        super().__init__(f"model {model_id!r} is already registered")
+        super().__init__(f"model {shown_id(model_id)!r} is already registered")
         self.model_id = model_id
 
     def __str__(self) -> str:
@@ -67,7 +69,7 @@ class ModelNotFoundError(KeyError):
     """No model with this id is registered."""
 
     def __init__(self, model_id: str):
-        super().__init__(f"model {model_id!r} is not registered")
+        super().__init__(f"model {shown_id(model_id)!r} is not registered")
         self.model_id = model_id
 
     def __str__(self) -> str:
@@ -123,6 +125,7 @@ class ModelStore:
             raise StoreError(f"{self.path}: cannot open the model registry ({exc})") from None
         try:
             self._db.execute("PRAGMA busy_timeout = 30000")
+            self._check_owner()  # before the journal mode changes: a refused file is left as it was
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal" and self.path != ":memory:":
                 log.warning("%s: SQLite refused WAL mode (journal_mode=%s); writes stay durable but slower", self.path, mode)
@@ -138,18 +141,35 @@ class ModelStore:
             raise
 
     # -- setup ---------------------------------------------------------------------------------
+    def _tables(self) -> set[str]:
+        """The names of the tables in the file."""
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _foreign(self, tables: set[str]) -> StoreError:
+        return StoreError(f"{self.path}: not a routerl model registry (it holds tables {sorted(tables)})")
+
+    def _check_owner(self) -> None:
+        """Raise ``StoreError`` unless the file is new (no tables) or a registry this routerl can
+        read. Only reads: it runs before anything is changed (``_init_schema`` checks again under
+        its write lock, in case another process made the file meanwhile)."""
+        tables = self._tables()
+        if "meta" in tables:
+            self._check_schema()
+        elif tables:
+            raise self._foreign(tables)
+
     def _init_schema(self, catalog: CatalogSource | None) -> bool:
         """Create the schema (and seed it) when the file is new; return whether it was seeded."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                tables = self._tables()
                 if "meta" in tables:
                     self._db.execute("ROLLBACK")
                     self._check_schema()
                     return False
                 if tables:
-                    raise StoreError(f"{self.path}: not a routerl model registry (it holds tables {sorted(tables)})")
+                    raise self._foreign(tables)
                 if callable(catalog):
                     catalog = catalog()
                 catalog = list(catalog or ())
@@ -179,11 +199,15 @@ class ModelStore:
                 raise
 
     def _check_schema(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
+        rows = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+        if not rows:
             raise StoreError(f"{self.path}: not a routerl model registry (no schema_version)")
-        if int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: registry schema {row[0]} is newer than this routerl ({SCHEMA_VERSION})")
+        try:
+            schema = int(rows[0][0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: not a routerl model registry (schema_version {rows[0][0]!r})") from None
+        if schema > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: registry schema {schema} is newer than this routerl ({SCHEMA_VERSION})")
 
     # -- reads ---------------------------------------------------------------------------------
     def _reload(self) -> None:
