@@ -145,10 +145,7 @@ class ChatProvider:
     ):
         if not isinstance(endpoint, Endpoint):
             raise ValueError("field 'endpoint': must be an Endpoint")
-        if not endpoint.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"field 'endpoint.base_url': must be an http(s) URL, got {endpoint.base_url!r}")
-        if not endpoint.model_name:
-            raise ValueError("field 'endpoint.model_name': is required")
+        endpoint.check()  # the registry's rule (a DescriptorError, a ValueError naming the field)
         if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"field 'timeout_s': must be a positive number, got {timeout_s!r}")
         self.endpoint = endpoint
