@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from routerl.text_files import read_text
+
 # An exponent with or without a dot: YAML 1.2's float form that YAML 1.1 lacks (1e-4, 5E3, .5e1).
 _EXPONENT = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
 _FIRST = list("-+0123456789.")
@@ -47,14 +49,7 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     """The YAML document in ``path``. Errors name the file, on one line: a missing file raises
     ``FileNotFoundError("<what> not found: <path>")``; a directory, text that is not UTF-8 or bad
     syntax raise ``ValueError("<path>: ...")`` (syntax errors with their line and column)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a {what} file") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    text = read_text(path, what)
     try:
         return load_yaml(text)
     except yaml.YAMLError as exc:

@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from routerl.text_files import read_text
+
 SPLIT_NAMES = ("train", "probe", "val", "test")
 
 
@@ -54,13 +56,7 @@ class Splits:
     def load(cls, path: str | Path) -> "Splits":
         path = Path(path)
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"splits file not found: {path}") from None
-        except IsADirectoryError:
-            raise ValueError(f"{path}: is a directory, not a splits file") from None
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+            raw = json.loads(read_text(path, "splits file"))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("datasets"), dict):
