@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -343,3 +345,46 @@ def test_fused_engine_and_cached_knob_line_give_the_uncached_numbers(tiny, env, 
         PolicyConfig(mode="fast", engine="fused", dtype="int8")
     with pytest.raises(ValueError, match="engine"):
         PolicyConfig(mode="fast", engine="onnx")
+
+
+def test_ship_replaces_the_destination_only_when_everything_was_written(tmp_path, evidence):
+    """A damaged source leaves the destination (by default the shipped policy) as it was; a
+    destination holding other files is refused; the shipped policy can be re-shipped in place."""
+    from peft import LoraConfig, get_peft_model
+
+    from routerl.train.ship import WEIGHTS, main, ship
+
+    src = tmp_path / "final"
+    model, _ = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(src)
+    evidence.index.save(src / EVIDENCE_FILE)
+    (src / CONFIG_FILE).write_text(yaml.safe_dump({"model": {"base": "smollm2-135m-instruct"}, "env": {"shortlist": 4}}))
+    dst = tmp_path / "shipped"
+    ship(src, dst)
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(src, damaged)
+    (damaged / WEIGHTS).write_bytes((damaged / WEIGHTS).read_bytes()[:100])
+    with pytest.raises(ValueError, match="cannot read the adapter weights"):
+        ship(damaged, dst)
+    (damaged / WEIGHTS).write_bytes((src / WEIGHTS).read_bytes())
+    (damaged / "adapter_config.json").write_text("{not json")
+    assert main([str(damaged), "--to", str(dst)]) == 2
+    (damaged / "adapter_config.json").write_text((src / "adapter_config.json").read_text())
+    (damaged / EVIDENCE_FILE).unlink()  # a shortlist checkpoint without evidence: rebuilt from tables it does not name
+    with pytest.raises(ValueError, match="no outcome tables"):
+        ship(damaged, dst)
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged", "final", "shipped"]  # no staging left behind
+
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "notes.txt").write_text("important")
+    with pytest.raises(ValueError, match=r"holds files ship does not write \(notes.txt\)"):
+        ship(src, other)
+    assert (other / "notes.txt").read_text() == "important"
+
+    assert main([str(dst), "--to", str(dst), "--policy", "dtype=float32"]) == 0  # in place
+    assert sorted(p.name for p in dst.iterdir()) == sorted(before)
+    assert yaml.safe_load((dst / CONFIG_FILE).read_text())["policy"]["dtype"] == "float32"

