@@ -145,3 +145,20 @@ def test_validation_aiq_knobs_are_checked():
     with pytest.raises(ConfigError, match="aiq_knobs"):
         ValidationSection(aiq_knobs=[0.0, -1.0]).validate()
     ValidationSection(aiq_knobs=[]).validate()
+
+
+def test_a_table_missing_from_the_splits_file_is_refused(tmp_path):
+    """Its models would all count as seen (unseen ones included) and enter training pools."""
+    import gzip
+
+    from conftest import shared_file
+    from routerl.train.episodes import build_envs
+
+    source = shared_file("zeroeval.jsonl.gz")
+    table = tmp_path / "other.jsonl.gz"
+    with gzip.open(source, "rt") as fh, gzip.open(table, "wt") as out:
+        for _, line in zip(range(500), fh):
+            out.write(line)
+    config = config_from_dict({"data": {"tables": [str(table)], "splits": str(shared_file("splits.json")), "responses": False}})
+    with pytest.raises(ValueError, match=r"'data.tables\[0\]': dataset 'other' .* is not in .*splits.json, which names mmlupro, zeroeval"):
+        build_envs(config)

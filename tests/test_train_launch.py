@@ -127,6 +127,21 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run):
     assert (out / "final" / "adapter_config.json").exists()
 
 
+def test_a_rerun_never_writes_over_an_earlier_run_unless_asked(tiny_run, capsys):
+    from routerl.train.__main__ import main
+
+    out, _, _ = tiny_run
+    weights = out / "final" / "adapter_model.safetensors"
+    before = weights.read_bytes()
+    argv = ["--config", str(TINY), "--output-dir", str(out), "--set", "tracking.report_to=[none]"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds an earlier run" in err and "--resume" in err and "--overwrite" in err
+    assert weights.read_bytes() == before
+    assert main(["--config", str(TINY), "--output-dir", str(weights), "--set", "tracking.report_to=[none]"]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_two_processes(tmp_path):
     """``accelerate launch --multi_gpu --num_processes 2`` runs two gloo processes on CPU."""

@@ -6,7 +6,8 @@
     accelerate launch --config_file configs/accelerate/gpu.yaml -m routerl.train --config configs/grpo_smollm2.yaml
 
 Options: ``--stage sft|grpo|sft+grpo`` (overrides ``stage``), ``--output-dir DIR``,
-``--resume [auto|CHECKPOINT]`` and ``--set SECTION.FIELD=VALUE`` (repeatable; any config field).
+``--resume [auto|CHECKPOINT]``, ``--overwrite`` (replace an earlier run in the output directory,
+which is otherwise refused) and ``--set SECTION.FIELD=VALUE`` (repeatable; any config field).
 
 The run directory gets ``sft/`` and ``grpo/`` (each stage's checkpoints and ``final/`` adapter),
 ``final/`` (the last stage's adapter: ``load_policy_router(<dir>/final)``) and
@@ -39,7 +40,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="override the config's output_dir")
     parser.add_argument("--resume", nargs="?", const="auto", help="resume: auto (last checkpoint) or a checkpoint path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in the output directory (without it, or --resume, such a run is refused)")
     return parser.parse_args(argv)
+
+
+def earlier_run(config) -> list[Path]:
+    """What an earlier run left in ``config.output_dir`` that this run would write over: the
+    resolved config, ``final/`` and the directories of the stages being run."""
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out}: is a file, not a directory")
+    names = [CONFIG_FILE, "final", *config.stage.split("+")]
+    return [out / n for n in names if (out / n).exists()]
+
+
+def clear_earlier_run(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def main(argv=None) -> int:
@@ -65,13 +83,29 @@ def main(argv=None) -> int:
         torch.set_num_threads(config.torch_threads)
     state = PartialState(cpu=not torch.cuda.is_available())  # as the Trainer will set it up (gloo on CPU)
     logging.basicConfig(level=logging.INFO if state.is_main_process else logging.WARNING, format="%(asctime)s %(name)s: %(message)s", force=True)
-    setup_tracking(config)
-    set_seed(config.seed)
     out = Path(config.output_dir)
 
-    # Environment: training episodes (train prompts, seen models) and fixed validation episodes.
-    envs = build_envs(config)
-    val = validation_episodes(envs, config.validation.n_episodes, config.validation.seed) if config.validation.n_episodes else []
+    # A run never writes over an earlier one unless asked to (--resume continues it, --overwrite
+    # replaces it); what it would write over is removed first, so no stale file is merged in.
+    # Setup errors (the output directory, data files, the base model or adapter) end in one line.
+    try:
+        earlier = earlier_run(config)
+        if earlier and not config.resume_from_checkpoint:
+            if not args.overwrite:
+                raise ValueError(f"{out} holds an earlier run ({', '.join(p.name for p in earlier)}): pass --resume to "
+                                 "continue it, --overwrite to replace it, or choose another --output-dir")
+            if state.is_main_process:
+                clear_earlier_run(earlier)
+        state.wait_for_everyone()
+        setup_tracking(config)
+        set_seed(config.seed)
+
+        # Environment: training episodes (train prompts, seen models) and fixed validation episodes.
+        envs = build_envs(config)
+        val = validation_episodes(envs, config.validation.n_episodes, config.validation.seed) if config.validation.n_episodes else []
+    except (ValueError, OSError) as exc:
+        print(f"routerl.train: error: {exc}", file=sys.stderr)
+        return 2
 
     # Stage 1: supervised warm start (skipped when resuming a run whose warm start is done).
     adapter = None

@@ -42,7 +42,16 @@ def build_envs(config) -> list[RoutingEnv]:
         envs = [RoutingEnv(table, splits, env_config)]
     else:
         splits = Splits.load(data.splits)
-        envs = [RoutingEnv(load_outcomes(path, responses=data.responses), splits, env_config) for path in data.tables]
+        envs = []
+        for i, path in enumerate(data.tables):
+            table = load_outcomes(path, responses=data.responses)
+            if table.name not in splits.datasets:  # its models would all count as seen, unseen ones included
+                raise ValueError(
+                    f"config field 'data.tables[{i}]': dataset {table.name!r} ({path}) is not in {data.splits}, which "
+                    f"names {', '.join(sorted(splits.datasets)) or 'no dataset'}: without its seen/unseen lists every "
+                    "model would enter training pools"
+                )
+            envs.append(RoutingEnv(table, splits, env_config))
     if env_config.shortlist:
         ev = config.env.evidence
         if ev["router"] == "learned":  # one pooled, cross-fitted router shared by every env
