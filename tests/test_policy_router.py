@@ -138,3 +138,40 @@ def test_decide_batch_matches_decide(tiny, synthetic_world, mode):
 def test_unknown_policy_option_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown policy option 'temprature'"):
         load_policy_router("tiny", temprature=0.5)
+
+
+def test_damaged_checkpoints_fail_in_one_line_naming_them(tmp_path):
+    """What `routerl eval --router DIR`, `routerl serve --checkpoint DIR` and the eval tools load."""
+    import shutil
+
+    import yaml
+    from peft import LoraConfig, get_peft_model
+
+    from routerl.policy.router import CONFIG_FILE, load_policy_router
+
+    good = tmp_path / "good"
+    model, tok = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(good)
+    tok.save_pretrained(good)
+    (good / CONFIG_FILE).write_text(yaml.safe_dump({"model": {"base": "tiny", "tiny": {"seed": 5}}, "policy": {"mode": "fast"}}))
+    assert load_policy_router(str(good)).name == "policy:good"
+    damage = {
+        "truncated": (lambda d: (d / "adapter_model.safetensors").write_bytes(b"x" * 100), "cannot load the policy (SafetensorError"),
+        "no-config": (lambda d: (d / CONFIG_FILE).unlink(), "missing routerl_config.yaml"),
+        "no-weights": (lambda d: (d / "adapter_model.safetensors").unlink(), "missing adapter_model.safetensors"),
+        "model-3": (lambda d: (d / CONFIG_FILE).write_text("model: 3\n"), "field 'model' must be a mapping"),
+        "tiny-key": (lambda d: (d / CONFIG_FILE).write_text("model: {base: tiny, tiny: {bogus: 1}}\n"), "unexpected keyword argument 'bogus'"),
+        "mode": (lambda d: (d / CONFIG_FILE).write_text("model: {base: tiny}\npolicy: {mode: slow}\n"), "field 'mode'"),
+        "no-adapter-config": (lambda d: (d / "adapter_config.json").unlink(), "nor a model directory"),
+    }
+    for name, (fn, needle) in damage.items():
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        fn(d)
+        with pytest.raises(ValueError) as info:
+            load_policy_router(str(d))
+        assert str(d) in str(info.value) and needle in str(info.value) and "\n" not in str(info.value), (name, info.value)
+    with pytest.raises(ValueError, match="no such checkpoint directory"):
+        load_policy_router(str(tmp_path / "nope" / "x"))
+    with pytest.raises(ValueError, match="a file, not a checkpoint directory"):
+        load_policy_router(str(good / CONFIG_FILE))

@@ -621,14 +621,44 @@ def resolved_policy_config(path_or_none: str | Path | None = None, **overrides: 
     return PolicyConfig(**{**config.__dict__, **overrides}) if overrides else config
 
 
+def check_checkpoint(source: str | Path) -> None:
+    """For a directory: ``ValueError`` naming what is missing unless it is a policy checkpoint (an
+    adapter with its weights and ``routerl_config.yaml``) or a model directory (``config.json``).
+    A base model name passes (``load_base`` knows the names)."""
+    path = Path(source)
+    if not path.is_dir():
+        if path.exists():
+            raise ValueError(f"{source}: a file, not a checkpoint directory")
+        if "/" in str(source):
+            raise ValueError(f"{source}: no such checkpoint directory")
+        return
+    if (path / "adapter_config.json").exists():
+        missing = [n for n in ("adapter_model.safetensors", CONFIG_FILE) if not (path / n).exists()]
+        if missing:
+            raise ValueError(f"{path}: not a complete policy checkpoint (missing {', '.join(missing)})")
+        raw = read_checkpoint_config(path)
+        for section in ("model", "policy", "env"):
+            if raw.get(section) is not None and not isinstance(raw[section], dict):
+                raise ValueError(f"{path / CONFIG_FILE}: field '{section}' must be a mapping, got {raw[section]!r}")
+    elif not (path / "config.json").exists():
+        raise ValueError(f"{path}: not a policy checkpoint (no adapter_config.json) nor a model directory (no config.json)")
+
+
 def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any) -> PolicyRouter:
     """A ``PolicyRouter`` from a checkpoint, a model directory or a base name (see the module docstring).
     ``overrides`` replace ``PolicyConfig`` fields (e.g. ``mode="fast"``)."""
-    config = resolved_policy_config(path_or_none, **overrides)  # a bad option fails before the model loads
     source = policy_source(path_or_none)
-    model, tokenizer, _ = load_policy_model(source)
-    evidence = load_evidence(source) if config.shortlist else None
-    judge = load_judge(source) if evidence is not None else None
+    check_checkpoint(source)
+    try:
+        config = resolved_policy_config(path_or_none, **overrides)  # a bad option fails before the model loads
+        model, tokenizer, _ = load_policy_model(source)
+        evidence = load_evidence(source) if config.shortlist else None
+        judge = load_judge(source) if evidence is not None else None
+    except Exception as exc:  # a damaged file raises its library's own error (safetensors, zipfile, ...)
+        if isinstance(exc, ValueError) and str(source) in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{source}: cannot load the policy ({type(exc).__name__}: {first[:300]})") from exc
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
     return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence, judge=judge)
 
