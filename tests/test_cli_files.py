@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,18 @@ def test_flag_ranges_are_named(capsys):
     for bad in ("-1", "nan", "1e9"):
         code, err = _run(["bench", "--requests", "1", "--call-timeout", bad], capsys)
         assert code == 2 and "--call-timeout must be in (0, 3600]" in err
+
+
+def test_eval_tools_check_their_flags_before_loading_anything(capsys):
+    from routerl.bench.validation import main as validation_main
+    from routerl.eval.accept_threshold import main as threshold_main
+    from routerl.eval.note_agreement import main as note_main
+
+    for main_of in (note_main, threshold_main):  # were a CliError traceback, after loading the model
+        assert main_of(["--checkpoint", "/nope", "--data", "x", "--splits", "y", "--knobs", "x"]) == 2
+        assert "--knobs: 'x' is not a number" in capsys.readouterr().err
+    assert threshold_main(["--data", "x", "--splits", "y", "--thresholds", "a"]) == 2
+    assert "--thresholds must be numbers in [0, 1], got 'a'" in capsys.readouterr().err
+    tiny = str(Path(__file__).resolve().parents[1] / "configs" / "grpo_tiny.yaml")
+    assert validation_main(["--config", tiny, "--episodes", "0"]) == 2  # was the config's count
+    assert "--episodes must be >= 1" in capsys.readouterr().err

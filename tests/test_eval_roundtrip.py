@@ -157,8 +157,8 @@ def test_paired_bootstrap_of_aiq_differences(eval_run, capsys):
     small = paired_bootstrap(a, costs, b, costs, 4.0, resamples=400)
     large = paired_bootstrap(np.tile(a, 4), np.tile(costs, 4), np.tile(b, 4), np.tile(costs, 4), 4.0, resamples=400)
     assert large[2] < small[2] * 0.7
-    with pytest.raises(ValueError, match="no decisions of router 'nope'"):
-        compare(rows, {table.name: table}, splits, "oracle", ["nope"])
+    with pytest.raises(ValueError, match=r"no decisions of router 'nope' on synthetic .*of the routers asked for, they hold oracle there"):
+        compare(read_runs([eval_run / "decisions.jsonl"], {"oracle", "nope"}, {table.name}), {table.name: table}, splits, "oracle", ["nope"])
     # two runs' files: a router is read from the first file that has it
     from routerl.eval.decisions import write_decisions
 

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"routerl.bench.validation: error: {exc}", file=sys.stderr)
         return 2
-    n = args.episodes or config.validation.n_episodes
+    n = args.episodes if args.episodes is not None else config.validation.n_episodes
     knobs = list(config.validation.aiq_knobs) or [0.0]
     if n < 1:
         print("routerl.bench.validation: error: --episodes must be >= 1", file=sys.stderr)

@@ -89,6 +89,7 @@ def replay(records: Sequence[AfterAnswer], table, prompt_ids: Sequence[str], kno
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerl.cli import CliError
     from routerl.cli.cmd_eval import parse_knobs
     from routerl.data import Splits, load_outcomes
     from routerl.descriptors import build_descriptors
@@ -102,22 +103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=None, help="a policy checkpoint (default: the shipped policy)")
     ap.add_argument("--data", action="append", required=True, metavar="TABLE", help="an outcome table (repeatable)")
     ap.add_argument("--splits", required=True, help="splits.json")
-    ap.add_argument("--split", default="val", help="prompts to replay on (default val; never choose on test)")
+    ap.add_argument("--split", default="val", choices=("val", "train"), help="prompts to replay on (default val; never choose on test)")
     ap.add_argument("--sample", type=int, default=None, help="prompts per dataset (seeded sample; default all)")
     ap.add_argument("--knobs", default="0,0.1,1", help="comma-separated knobs (default 0,0.1,1)")
     ap.add_argument("--thresholds", default=",".join(f"{t:g}" for t in DEFAULT_THRESHOLDS), help="comma-separated thresholds in [0, 1]")
     ap.add_argument("--seed", type=int, default=0, help="sample seed (default 0, as routerl eval)")
     args = ap.parse_args(argv)
     try:
-        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+        try:
+            thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+        except ValueError:
+            thresholds = []
         if not thresholds or any(not 0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"--thresholds must be numbers in [0, 1], got {args.thresholds!r}")
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        knobs = parse_knobs(args.knobs)  # the flags and the splits before the model loads
+        splits = Splits.load(args.splits)
         router = load_policy_router(args.checkpoint, escalate_below=0.0)
         if router.config.mode != "fast" or router.max_rounds < 2:
             raise ValueError("the policy must run in fast mode with at least 2 calls (max_rounds >= 2)")
         recorder = AcceptRecorder(router)
-        splits = Splits.load(args.splits)
-        knobs = parse_knobs(args.knobs)
         results: dict[str, dict] = {}
         for path in args.data:
             table = load_outcomes(path)
@@ -142,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"| {'argmax (trained)' if t is None else f'escalate_below={t:g}'} | {v:.4f} |")
         best = max(thresholds, key=lambda t: (mean[t], -t))
         print(f"\nbest threshold on {args.split}: escalate_below={best:g} (mean AIQ {mean[best]:.4f}; the trained rule: {mean[None]:.4f})")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -92,6 +92,7 @@ class NoteRecorder(DecisionRecorder):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from routerl.cli import CliError
     from routerl.cli.cmd_eval import parse_knobs
     from routerl.data import Splits, load_outcomes
     from routerl.descriptors import build_descriptors
@@ -108,9 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="sample seed (default 0, as routerl eval)")
     args = ap.parse_args(argv)
     try:
-        recorder = NoteRecorder(load_policy_router(args.checkpoint))
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        knobs = parse_knobs(args.knobs)  # the flags and the splits before the model loads
         splits = Splits.load(args.splits)
-        knobs = parse_knobs(args.knobs)
+        recorder = NoteRecorder(load_policy_router(args.checkpoint))
         overall = NoteAgreement()
         for path in args.data:
             table = load_outcomes(path)
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(args.data) > 1:
             print("\nall datasets\n")
             print(overall.report())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, CliError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

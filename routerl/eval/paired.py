@@ -133,7 +133,9 @@ def _curves_of(rows: Sequence[dict], tables: dict, splits, names: Sequence[str])
     present = {key[2] for key in curves}
     for name in names:
         if name not in present:
-            raise ValueError(f"no decisions of router {name!r} (the file has {', '.join(sorted(present))})")
+            held = f"of the routers asked for, they hold {', '.join(sorted(present))}" if present else "they hold none of the routers asked for"
+            raise ValueError(f"no decisions of router {name!r} on {', '.join(sorted(tables)) or 'the loaded datasets'} in the "
+                             f"decision files ({held} there; check the names and that --data are the run's tables)")
     return curves
 
 
@@ -251,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         baselines = [b.strip() for b in args.against.split(",") if b.strip()]
         if not baselines:
             raise ValueError("--against names no baseline")
+        if args.router in baselines:
+            raise ValueError(f"--against names --router {args.router!r} itself")
+        if args.seed < 0 or args.resamples < 1:
+            raise ValueError("--seed must be >= 0 and --resamples >= 1")
         rows = read_runs(paths, {args.router, *baselines}, set(tables))
         how = compare_gain if args.unseen_gain else compare
         results = how(rows, tables, splits, args.router, baselines, args.resamples, args.seed)
