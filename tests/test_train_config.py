@@ -47,7 +47,7 @@ def test_default_policy_config_loads(monkeypatch, tmp_path):
     assert cfg.env.max_rounds == 2 == cfg.policy_config.max_rounds
     judged = load_config(REPO / "configs" / "policy_smollm2.yaml", JUDGE_RUN)  # the experiment in docs/results.md
     assert judged.env.answer_judge and judged.sft.escalation == "check" and judged.policy_config.max_rounds == 3
-    with pytest.raises(ValueError, match="env.evidence.router"):
+    with pytest.raises(ValueError, match=r"config field 'env.evidence.router': must be"):  # named once, not env.env.
         load_config(REPO / "configs" / "policy_smollm2.yaml", ["env.evidence={router: cluster-probe}"])
 
 
@@ -92,6 +92,10 @@ def test_every_field_of_the_shipped_configs_is_commented():
         ({"torch_threads": 0}, "torch_threads", ">= 1"),
         ({"surprise": 1}, "surprise", "unknown field"),
         ({"grpo": 3}, "grpo", "must be a mapping"),
+        ({"grpo": {"loss_type": "nonsense"}}, "grpo.loss_type", "must be one of grpo, dapo"),
+        ({"grpo": {"extra": {"output_dir": "x"}}}, "grpo.extra.output_dir", "routerl sets trl.GRPOConfig's output_dir"),
+        ({"sft": {"extra": {"max_steps": 5}}}, "sft.extra.max_steps", "routerl sets trl.SFTConfig's max_steps"),
+        ({"env": {"evidence": {"router": "x"}}}, "env.evidence.router", "must be knn-probe or learned"),
     ],
 )
 def test_bad_fields_fail_naming_the_field(raw, field, message):

@@ -157,22 +157,22 @@ class EnvSection:
         self.knobs = [float(k) for k in self.knobs]
         ev = self.evidence
         if not isinstance(ev, dict) or set(ev) - {"router", "options", "embedder"}:
-            raise ConfigError("env.evidence", "must be a mapping with router, options, embedder")
+            raise ConfigError("evidence", "must be a mapping with router, options, embedder")
         ev.setdefault("router", "knn-probe")
         ev.setdefault("options", {})
         ev.setdefault("embedder", "minilm")
         if ev["router"] not in ("knn-probe", "learned"):
-            raise ConfigError("env.evidence.router", f"must be knn-probe or learned (the routers serving can rebuild), got {ev['router']!r}")
+            raise ConfigError("evidence.router", f"must be knn-probe or learned (the routers serving can rebuild), got {ev['router']!r}")
         if not isinstance(ev["options"], dict):
-            raise ConfigError("env.evidence.options", f"must be a mapping, got {ev['options']!r}")
+            raise ConfigError("evidence.options", f"must be a mapping, got {ev['options']!r}")
         if ev["router"] == "learned":
             from routerl.routers.learned_evidence import EVIDENCE_OPTIONS
 
             unknown = sorted(set(ev["options"]) - set(EVIDENCE_OPTIONS))
             if unknown:
-                raise ConfigError(f"env.evidence.options.{unknown[0]}", f"unknown option of the learned evidence router (known: {', '.join(EVIDENCE_OPTIONS)})")
+                raise ConfigError(f"evidence.options.{unknown[0]}", f"unknown option of the learned evidence router (known: {', '.join(EVIDENCE_OPTIONS)})")
         if self.answer_judge and not (self.shortlist and ev["router"] == "learned"):
-            raise ConfigError("env.answer_judge", "needs shortlist mode with the learned evidence router (env.shortlist > 0, env.evidence.router: learned)")
+            raise ConfigError("answer_judge", "needs shortlist mode with the learned evidence router (env.shortlist > 0, env.evidence.router: learned)")
         self.build()
 
     def build(self) -> EnvConfig:
@@ -393,7 +393,7 @@ class SftSection:
             _at_least(self, name, 1)
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        _check_extra(self.extra, "trl.SFTConfig", "SFTConfig")
+        _check_extra(self.extra, "trl.SFTConfig", "SFTConfig", SFT_ARGS)
 
 
 @dataclass
@@ -455,7 +455,9 @@ class GrpoSection:
             raise ConfigError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         if self.save_total_limit is not None:
             _at_least(self, "save_total_limit", 1)
-        _check_extra(self.extra, "trl.GRPOConfig", "GRPOConfig")
+        if self.loss_type not in GRPO_LOSS_TYPES:
+            raise ConfigError("loss_type", f"must be one of {', '.join(GRPO_LOSS_TYPES)}, got {self.loss_type!r}")
+        _check_extra(self.extra, "trl.GRPOConfig", "GRPOConfig", GRPO_ARGS)
 
 
 @dataclass
@@ -592,13 +594,42 @@ def _positive(obj, name: str) -> None:
         raise ConfigError(name, f"must be > 0, got {value}")
 
 
-def _check_extra(extra: dict[str, Any], what: str, cls_name: str) -> None:
+# The trl.SFTConfig / trl.GRPOConfig arguments routerl sets from its own fields (setup.common_args,
+# sft.train_sft, grpo.grpo_args check that they pass exactly these): ``extra`` may not set them.
+COMMON_TRAINER_ARGS = frozenset({
+    "output_dir", "seed", "report_to", "run_name", "gradient_checkpointing", "save_strategy", "logging_first_step",
+    "disable_tqdm", "dataloader_num_workers", "use_cpu", "bf16", "fp16",
+})  # fmt: skip
+SFT_ARGS = COMMON_TRAINER_ARGS | {
+    "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "warmup_steps", "logging_steps", "save_steps", "max_length", "packing",
+}  # fmt: skip
+GRPO_ARGS = COMMON_TRAINER_ARGS | {
+    "learning_rate", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+    "temperature", "top_p", "beta", "epsilon", "loss_type", "scale_rewards", "warmup_steps", "logging_steps",
+    "save_steps", "save_total_limit", "max_completion_length", "remove_unused_columns",
+}  # fmt: skip
+# TRL 1.16's GRPO losses (GRPOTrainer raises "Unknown loss type" only inside the first step).
+GRPO_LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+
+
+def trainer_kwargs(managed: frozenset, kwargs: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` (exactly the ``managed`` names: a drift between this module and the stage code
+    fails here, in the tests) plus the section's ``extra``."""
+    if set(kwargs) != managed:
+        raise AssertionError(f"trainer arguments drifted from config.py: {sorted(set(kwargs) ^ managed)}")
+    return {**kwargs, **extra}
+
+
+def _check_extra(extra: dict[str, Any], what: str, cls_name: str, managed: frozenset) -> None:
     import trl
 
     known = {f.name for f in dataclasses.fields(getattr(trl, cls_name))}
     for key in extra:
         if key not in known:
             raise ConfigError(f"extra.{key}", f"not a {what} field{_suggest(key, known)}")
+        if key in managed:
+            raise ConfigError(f"extra.{key}", f"routerl sets {what}'s {key} from its own fields (see the section's fields)")
 
 
 def _rewrap(exc: ValueError) -> ConfigError:

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from routerl.train.callbacks import ExtraLogsMixin
-from routerl.train.config import TrainConfig
+from routerl.train.config import GRPO_ARGS, TrainConfig, trainer_kwargs
 from routerl.train.episodes import EpisodeBank
 from routerl.train.rewards import make_reward_funcs
 from routerl.train.rollout import RoutingRollout
@@ -37,7 +37,7 @@ def grpo_args(config: TrainConfig):
 
     g, p = config.grpo, config.policy
     turn = p.think_budget + p.action_tokens
-    return GRPOConfig(
+    return GRPOConfig(**trainer_kwargs(GRPO_ARGS, dict(
         **common_args(config, "grpo"),
         learning_rate=g.learning_rate,
         max_steps=g.max_steps,
@@ -57,8 +57,7 @@ def grpo_args(config: TrainConfig):
         # The rollout bounds each turn; this is the longest possible completion (turns + <info>).
         max_completion_length=config.env.max_rounds * (turn + config.env.max_info_chars // 2 + 64),
         remove_unused_columns=False,
-        **g.extra,
-    )
+    ), g.extra))
 
 
 def train_grpo(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from routerl.env.actions import ROUTE_OPEN
 from routerl.policy.prompt import encode
 from routerl.train.callbacks import ExtraLogsMixin
-from routerl.train.config import TrainConfig
+from routerl.train.config import SFT_ARGS, TrainConfig, trainer_kwargs
 from routerl.train.episodes import EpisodeBank
 from routerl.train.setup import common_args, run_stage
 from routerl.train.teacher import trajectory
@@ -128,7 +128,7 @@ def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path
     s = config.sft
     dataset = build_sft_dataset(config, envs, tokenizer)
     log.info("SFT on %d teacher trajectories (%s teacher)", len(dataset), s.teacher)
-    args = SFTConfig(
+    args = SFTConfig(**trainer_kwargs(SFT_ARGS, dict(
         **common_args(config, "sft"),
         learning_rate=s.learning_rate,
         max_steps=s.max_steps,
@@ -140,7 +140,6 @@ def train_sft(config: TrainConfig, envs, model, tokenizer, val_episodes) -> Path
         save_steps=s.save_steps,
         max_length=None,
         packing=False,
-        **s.extra,
-    )
+    ), s.extra))
     trainer = RoutingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     return run_stage(trainer, config, val_episodes, tokenizer, Path(args.output_dir))
