@@ -140,6 +140,13 @@ def test_a_rerun_never_writes_over_an_earlier_run_unless_asked(tiny_run, capsys)
     assert weights.read_bytes() == before
     assert main(["--config", str(TINY), "--output-dir", str(weights), "--set", "tracking.report_to=[none]"]) == 2
     assert "is a file, not a directory" in capsys.readouterr().err
+    # a checkpoint of another run directory would be ignored (a fresh start): refused before any work
+    elsewhere = ["--config", str(TINY), "--output-dir", str(out.parent / "other"), "--set", "tracking.report_to=[none]"]
+    assert main([*elsewhere, "--resume", str(next((out / "grpo").glob("checkpoint-*")))]) == 2
+    assert "is not a checkpoint of" in capsys.readouterr().err
+    assert main([*elsewhere, "--resume", str(out)]) == 2
+    assert "no Trainer checkpoint in" in capsys.readouterr().err
+    assert not (out.parent / "other").exists()
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import load_config, save_config
 from routerl.train.episodes import build_envs, save_evidence, validation_episodes
 from routerl.train.grpo import train_grpo
-from routerl.train.setup import load_trainable, setup_tracking
+from routerl.train.setup import check_resume, load_trainable, setup_tracking
 from routerl.train.sft import train_sft
 
 log = logging.getLogger("routerl.train")
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     # replaces it); what it would write over is removed first, so no stale file is merged in.
     # Setup errors (the output directory, data files, the base model or adapter) end in one line.
     try:
+        check_resume(config)
         earlier = earlier_run(config)
         if earlier and not config.resume_from_checkpoint:
             if not args.overwrite:

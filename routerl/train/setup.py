@@ -103,6 +103,22 @@ def resume_point(config: TrainConfig, stage_dir: Path) -> str | bool | None:
     return r if Path(r).resolve().parent == stage_dir.resolve() else None
 
 
+def check_resume(config: TrainConfig) -> None:
+    """Before anything is built: a ``resume_from_checkpoint`` path must be a Trainer checkpoint
+    of a stage this run writes (``<output_dir>/sft`` or ``<output_dir>/grpo``); one elsewhere
+    would be ignored and the run would start from scratch."""
+    r = config.resume_from_checkpoint
+    if r is None or r == "auto":
+        return
+    if not (Path(r) / "trainer_state.json").exists():
+        raise ValueError(f"config field 'resume_from_checkpoint': no Trainer checkpoint in {r}")
+    stages = [Path(config.output_dir) / s for s in config.stage.split("+")]
+    if Path(r).resolve().parent not in [s.resolve() for s in stages]:
+        where = " or ".join(str(s) for s in stages)
+        raise ValueError(f"config field 'resume_from_checkpoint': {r} is not a checkpoint of {where}, so it would be ignored "
+                         "(resume a run in its own --output-dir)")
+
+
 def save_adapter(trainer, config: TrainConfig, path: Path) -> None:
     """The LoRA adapter, the tokenizer and ``routerl_config.yaml`` into ``path``."""
     trainer.save_model(str(path))
