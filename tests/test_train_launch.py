@@ -147,6 +147,15 @@ def test_a_rerun_never_writes_over_an_earlier_run_unless_asked(tiny_run, capsys)
     assert main([*elsewhere, "--resume", str(out)]) == 2
     assert "no Trainer checkpoint in" in capsys.readouterr().err
     assert not (out.parent / "other").exists()
+    # a damaged adapter to start from: one line, exit 2
+    import shutil
+
+    damaged = out.parent / "damaged-adapter"
+    shutil.copytree(out / "final", damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    with pytest.raises(SystemExit) as info:
+        main([*elsewhere, "--stage", "grpo", "--set", f"model.adapter={damaged}"])
+    assert info.value.code == 2 and "cannot load the model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

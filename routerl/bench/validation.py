@@ -76,7 +76,11 @@ def main(argv=None) -> int:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     t = time.perf_counter()
-    episodes = validation_episodes(build_envs(config), n, config.validation.seed)
+    try:
+        episodes = validation_episodes(build_envs(config), n, config.validation.seed)
+    except (ValueError, OSError) as exc:  # the config's data files and splits
+        print(f"routerl.bench.validation: error: {exc}", file=sys.stderr)
+        return 2
     model, tokenizer = load_trainable(config)
     model.eval()
     policy = config.policy_config

@@ -60,6 +60,18 @@ def clear_earlier_run(paths: list[Path]) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _load_trainable(config, adapter: str | None = None):
+    """``load_trainable``, with a damaged base or adapter (truncated weights, another shape) as one
+    line: ``SystemExit`` with status 2 and ``routerl.train: error: ...``."""
+    try:
+        return load_trainable(config, adapter)
+    except Exception as exc:  # safetensors, peft and torch each raise their own error types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        print(f"routerl.train: error: cannot load the model ({config.model.base}, adapter {adapter or config.model.adapter}): "
+              f"{type(exc).__name__}: {first}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = list(args.set)
@@ -116,14 +128,14 @@ def main(argv=None) -> int:
             log.info("warm start already done: %s", sft_final)
             adapter = str(sft_final)
         else:
-            model, tokenizer = load_trainable(config)
+            model, tokenizer = _load_trainable(config)
             adapter = str(train_sft(config, envs, model, tokenizer, val))
             if state.is_main_process:
                 save_evidence(envs, Path(adapter))
 
     # Stage 2: GRPO, from the warm-start adapter when there is one.
     if "grpo" in config.stage.split("+"):
-        model, tokenizer = load_trainable(config, adapter)
+        model, tokenizer = _load_trainable(config, adapter)
         adapter = str(train_grpo(config, envs, model, tokenizer, val))
 
     # The final adapter and the resolved config.

@@ -256,6 +256,8 @@ class ModelSection:
             self.adapter = expand_path(self.adapter)
             if not (Path(self.adapter) / "adapter_config.json").exists():
                 raise ConfigError("adapter", f"no LoRA adapter (adapter_config.json) in {self.adapter}")
+            if not (Path(self.adapter) / "adapter_model.safetensors").exists():
+                raise ConfigError("adapter", f"no LoRA weights (adapter_model.safetensors) in {self.adapter}")
 
 
 @dataclass
