@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
 from routerl.cli import CliError
 from routerl.cli.output_paths import output_file
 from routerl.descriptors.catalog import CATALOG_VERSION, parse_catalog
 from routerl.descriptors.model import ModelDescriptor
+from routerl.text_files import write_text_atomically
 from routerl.yaml_numbers import dump_yaml, read_yaml_file
 
 EXTRA_FIELDS = ("latency_ms", "context_window", "description", "tags", "endpoint")
@@ -107,7 +107,6 @@ def run_build(args: argparse.Namespace) -> int:
         for name, value in (("data", args.data), ("models", ",".join(models)), ("extra", args.extra), ("out", args.out))
         if value
     ] + (["--probe-results"] if args.probe_results else [])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(catalog_text(catalog, command), encoding="utf-8")
+    write_text_atomically(args.out, catalog_text(catalog, command))
     print(f"wrote {args.out}: {len(catalog)} models")
     return 0

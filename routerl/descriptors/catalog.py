@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from routerl.descriptors.model import DescriptorError, ModelDescriptor, shown_id
+from routerl.text_files import write_text_atomically
 from routerl.yaml_numbers import dump_yaml, read_yaml_file
 
 CATALOG_VERSION = 1
@@ -73,5 +74,4 @@ def save_catalog(models: Iterable[ModelDescriptor], path: str | Path, *, with_pr
         if not with_probe_results:
             d.pop("probe_results", None)
         entries.append(d)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(dump_yaml({"version": CATALOG_VERSION, "models": entries}, sort_keys=False), encoding="utf-8")
+    write_text_atomically(path, dump_yaml({"version": CATALOG_VERSION, "models": entries}, sort_keys=False))

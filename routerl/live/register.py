@@ -20,12 +20,12 @@ registered.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 from routerl.descriptors.catalog import CATALOG_VERSION, load_catalog
 from routerl.descriptors.model import ModelDescriptor
+from routerl.text_files import write_text_atomically
 from routerl.yaml_numbers import dump_yaml
 
 RegisterHook = Callable[[ModelDescriptor], None]
@@ -68,33 +68,6 @@ def _leading_comments(text: str) -> str:
     return header if not header or header.endswith("\n") else header + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then move it over ``path`` (keeping the
-    mode of the file it replaces; a symlink's target is written)."""
-    path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        mode = path.stat().st_mode & 0o7777
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def register_in_catalog(desc: ModelDescriptor, path: str | Path, *, replace: bool = False) -> None:
     """Append ``desc`` to the catalog at ``path`` (an existing id is an error unless ``replace``),
     keeping the file's leading comments; the file is replaced atomically."""
@@ -107,7 +80,7 @@ def register_in_catalog(desc: ModelDescriptor, path: str | Path, *, replace: boo
     else:
         models.append(desc)
     body = dump_yaml({"version": CATALOG_VERSION, "models": [m.to_dict() for m in models]}, sort_keys=False)
-    _write_atomically(path, header + body)
+    write_text_atomically(path, header + body)
 
 
 def catalog_hook(path: str | Path, *, replace: bool = False) -> RegisterHook:
