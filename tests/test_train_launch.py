@@ -147,6 +147,10 @@ def test_a_rerun_never_writes_over_an_earlier_run_unless_asked(tiny_run, capsys)
     assert main([*elsewhere, "--resume", str(out)]) == 2
     assert "no Trainer checkpoint in" in capsys.readouterr().err
     assert not (out.parent / "other").exists()
+    # resuming with another adapter shape (or other episodes) than the checkpoint was written with
+    assert main(["--config", str(TINY), "--output-dir", str(out), "--resume", "--set", "lora.r=8", "--set", "tracking.report_to=[none]"]) == 2
+    assert "was written with other values of lora.r" in capsys.readouterr().err
+    assert weights.read_bytes() == before
     # a damaged adapter to start from: one line, exit 2
     import shutil
 

@@ -103,20 +103,44 @@ def resume_point(config: TrainConfig, stage_dir: Path) -> str | bool | None:
     return r if Path(r).resolve().parent == stage_dir.resolve() else None
 
 
+# Sections a resumed run must share with its checkpoint: they fix the model, the adapter's shape,
+# the episodes and the prompt (a stage's steps, rates, logging and tracking may change).
+RESUME_FIXED_SECTIONS = ("data", "env", "reward", "model", "lora", "policy")
+
+
 def check_resume(config: TrainConfig) -> None:
     """Before anything is built: a ``resume_from_checkpoint`` path must be a Trainer checkpoint
     of a stage this run writes (``<output_dir>/sft`` or ``<output_dir>/grpo``); one elsewhere
-    would be ignored and the run would start from scratch."""
+    would be ignored and the run would start from scratch. The checkpoint resumed (the path, or
+    with ``auto`` the last one of those directories) must have been written with the same
+    ``RESUME_FIXED_SECTIONS``: another adapter shape or other episodes would be trained on
+    silently, and the saved config would describe a run that did not happen."""
     r = config.resume_from_checkpoint
-    if r is None or r == "auto":
+    if r is None:
         return
-    if not (Path(r) / "trainer_state.json").exists():
-        raise ValueError(f"config field 'resume_from_checkpoint': no Trainer checkpoint in {r}")
     stages = [Path(config.output_dir) / s for s in config.stage.split("+")]
-    if Path(r).resolve().parent not in [s.resolve() for s in stages]:
-        where = " or ".join(str(s) for s in stages)
-        raise ValueError(f"config field 'resume_from_checkpoint': {r} is not a checkpoint of {where}, so it would be ignored "
-                         "(resume a run in its own --output-dir)")
+    if r == "auto":
+        found = [c for s in stages for c in s.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+        checkpoint = max(found, key=lambda c: c.stat().st_mtime) if found else None
+    else:
+        checkpoint = Path(r)
+        if not (checkpoint / "trainer_state.json").exists():
+            raise ValueError(f"config field 'resume_from_checkpoint': no Trainer checkpoint in {r}")
+        if checkpoint.resolve().parent not in [s.resolve() for s in stages]:
+            where = " or ".join(str(s) for s in stages)
+            raise ValueError(f"config field 'resume_from_checkpoint': {r} is not a checkpoint of {where}, so it would be ignored "
+                             "(resume a run in its own --output-dir)")
+    if checkpoint is not None and (checkpoint / CONFIG_FILE).exists():
+        from routerl.policy.router import read_checkpoint_config
+
+        from routerl.yaml_numbers import dump_yaml, load_yaml
+
+        saved, now = read_checkpoint_config(checkpoint), load_yaml(dump_yaml(config.to_dict()))  # both as the file holds them
+        changed = [f"{section}.{k}" for section in RESUME_FIXED_SECTIONS for k in sorted(set(saved.get(section) or {}) | set(now[section]))
+                   if (saved.get(section) or {}).get(k) != now[section].get(k)]
+        if changed:
+            raise ValueError(f"config field 'resume_from_checkpoint': {checkpoint} was written with other values of "
+                             f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}; resume with its config, or start a new run")
 
 
 def save_adapter(trainer, config: TrainConfig, path: Path) -> None:
