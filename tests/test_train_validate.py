@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from routerl.bench.validation import reference_play
 from routerl.env import EnvConfig, RoutingEnv
-from routerl.env.actions import format_accept, format_route
+from routerl.env.actions import format_accept
 from routerl.policy.loading import TinySpec, load_base
-from routerl.policy.prompt import encode, episode_prompt
+from routerl.policy.prompt import encode
 from routerl.policy.router import PolicyConfig
-from routerl.policy.scoring import action_options, score_actions
 from routerl.train import validate as V
 from routerl.train.episodes import EpisodeBank, fresh
 
@@ -38,21 +38,6 @@ def episodes(synthetic_world, tiny):
     return [bank.fresh(p) for p in bank.prompts]
 
 
-def _reference_play(model, tok, episode, policy: PolicyConfig) -> list[torch.Tensor]:
-    """The whole context run again every turn (``score_actions``); the action probabilities per turn."""
-    context = encode(tok, episode_prompt(tok, episode.spec, max_query_chars=policy.max_query_chars, style=policy.prompt_style))
-    probs = []
-    while not episode.done:
-        options = action_options(len(episode.spec.pool), episode.calls, allow_accept=bool(episode.calls))
-        p = score_actions(model, tok, context, options)
-        probs.append(p)
-        best = options[int(torch.argmax(p))]
-        text = format_accept() if best.is_accept else format_route(best.index)
-        result = episode.step(text)
-        context += encode(tok, text) + (encode(tok, result.info) if result.info else [])
-    return probs
-
-
 def test_cached_fast_play_matches_the_whole_context_recomputed(monkeypatch, tiny, episodes):
     model, tok = tiny
     policy = PolicyConfig(prompt_style="verbose")
@@ -71,7 +56,7 @@ def test_cached_fast_play_matches_the_whole_context_recomputed(monkeypatch, tiny
     expected = []
     replayed = [fresh(g) for g in sweep]
     for g in replayed:
-        expected += _reference_play(model, tok, g, policy)
+        expected += reference_play(model, tok, g, policy)
     assert [g.calls for g in sweep] == [g.calls for g in replayed]
     assert [g.outcome for g in sweep] == [g.outcome for g in replayed]
     assert len(seen) == len(expected)

@@ -17,34 +17,28 @@ and the AIQ of each. Same decisions are expected (the scores agree within float 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
 
-def _reference_play(model, tokenizer, episode, policy) -> None:
-    """Fast mode as the validation played it before: the whole context run again every turn."""
+def reference_play(model, tokenizer, episode, policy) -> list:
+    """Fast mode as the validation played it before: the whole context run again every turn
+    (``score_actions``). Returns the action probabilities of each turn (``tests/test_train_validate.py``
+    compares them with the cached path's)."""
     from routerl.env.actions import format_accept, format_route
     from routerl.policy.prompt import encode, episode_prompt
     from routerl.policy.scoring import action_options, score_actions
 
     context = encode(tokenizer, episode_prompt(tokenizer, episode.spec, max_query_chars=policy.max_query_chars, style=policy.prompt_style))
+    probs = []
     while not episode.done:
         options = action_options(len(episode.spec.pool), episode.calls, allow_accept=bool(episode.calls))
-        best = options[int(score_actions(model, tokenizer, context, options).argmax())]
+        probs.append(score_actions(model, tokenizer, context, options))
+        best = options[int(probs[-1].argmax())]
         text = format_accept() if best.is_accept else format_route(best.index)
         result = episode.step(text)
         context += encode(tokenizer, text) + (encode(tokenizer, result.info) if result.info else [])
-
-
-def _aiq(sweep, episodes) -> float:
-    import numpy as np
-
-    from routerl.eval.frontier import aiq
-
-    costs = [float(np.mean([g.cost_usd for g in games])) for games in sweep]
-    accuracies = [float(np.mean([g.outcome for g in games])) for games in sweep]
-    return float(aiq(costs, accuracies, float(np.mean([max(e.costs) for e in episodes]))))
+    return probs
 
 
 def main(argv=None) -> int:
@@ -69,9 +63,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from routerl.train.episodes import build_envs, fresh, validation_episodes
+    from routerl.train.episodes import build_envs, validation_episodes
     from routerl.train.setup import load_trainable
-    from routerl.train.validate import _play_fast
+    from routerl.train.validate import _play_fast, knob_sweep, sweep_aiq
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -86,21 +80,18 @@ def main(argv=None) -> int:
     policy = config.policy_config
     print(f"{n} validation episodes x knobs {knobs} ({n * len(knobs)} plays); setup {time.perf_counter() - t:.1f} s; torch threads {torch.get_num_threads()}")
 
-    def sweep():
-        return [[fresh(dataclasses.replace(e, spec=dataclasses.replace(e.spec, knob=float(k)))) for e in episodes] for k in knobs]
-
     results = {}
     with torch.no_grad():
         for name in ("recomputed", "cached"):
-            games = sweep()
+            games = knob_sweep(episodes, knobs)
             flat = [g for row in games for g in row]
             t = time.perf_counter()
             if name == "recomputed":
                 for g in flat:
-                    _reference_play(model, tokenizer, g, policy)
+                    reference_play(model, tokenizer, g, policy)
             else:
                 _play_fast(model, tokenizer, flat, policy)
-            results[name] = (time.perf_counter() - t, flat, _aiq(games, episodes))
+            results[name] = (time.perf_counter() - t, flat, sweep_aiq(games, episodes))
     (t_ref, ref, aiq_ref), (t_new, new, aiq_new) = results["recomputed"], results["cached"]
     same = sum(a.calls == b.calls for a, b in zip(ref, new))
     calls = sum(len(g.calls) for g in new) / len(new)

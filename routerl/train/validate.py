@@ -128,11 +128,22 @@ def knob_sweep_aiq(model, tokenizer, episodes: Sequence[Episode], policy: Policy
         raise ValueError("knob_sweep_aiq needs episodes and knobs")
     was_training = model.training
     model.eval()
-    sweep = [[fresh(dataclasses.replace(e, spec=dataclasses.replace(e.spec, knob=float(knob)))) for e in episodes] for knob in knobs]
+    sweep = knob_sweep(episodes, knobs)
     try:
         _play_fast(model, tokenizer, [g for games in sweep for g in games], policy)
     finally:
         model.train(was_training)
+    return sweep_aiq(sweep, episodes)
+
+
+def knob_sweep(episodes: Sequence[Episode], knobs: Sequence[float]) -> list[list[Episode]]:
+    """Unplayed copies of ``episodes`` at each of ``knobs``: one list per knob."""
+    return [[fresh(dataclasses.replace(e, spec=dataclasses.replace(e.spec, knob=float(knob)))) for e in episodes] for knob in knobs]
+
+
+def sweep_aiq(sweep: Sequence[Sequence[Episode]], episodes: Sequence[Episode]) -> float:
+    """The AIQ of a played ``knob_sweep`` (one mean cost and accuracy point per knob), with the cost
+    range of always calling each of ``episodes``' most expensive candidate."""
     costs = [float(np.mean([g.cost_usd for g in games])) for games in sweep]
     accuracies = [float(np.mean([g.outcome for g in games])) for games in sweep]
     c_max = float(np.mean([max(e.costs) for e in episodes]))
