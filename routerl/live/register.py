@@ -47,9 +47,7 @@ def check_catalog(path: str | Path, model_id: str, *, replace: bool = False) -> 
     """Before probing: the catalog at ``path`` parses (when it exists), does not hold ``model_id``
     yet (unless ``replace``) and can be written; ``ValueError`` otherwise."""
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, not a catalog file")
-    _catalog_models(path, model_id, replace)
+    _catalog_models(path, model_id, replace)  # a directory fails in read_text
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

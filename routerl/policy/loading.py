@@ -33,6 +33,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE = "smollm2-135m-instruct"
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``exc`` as ``Type: first line`` (at most 300 characters): what a failed model or adapter
+    load reports, whatever library raised it (safetensors, peft and torch errors run to pages)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {(lines[0] if lines else type(exc).__name__)[:300]}"
 TINY_BASE = "tiny"
 TINY_TOKENIZER = "tiny-bpe-v3"
 GRAMMAR_TAGS = ("<think>", "</think>", "<route>", "</route>", "<accept/>", "<info>", "</info>")

@@ -29,7 +29,7 @@ import torch
 from routerl.descriptors.model import ModelDescriptor
 from routerl.policy import prompt as P
 from routerl.policy.decoding import act_on_turn, generate_turns, think_then_act
-from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base
+from routerl.policy.loading import DEFAULT_BASE, TinySpec, load_base, one_line_error
 from routerl.policy.scoring import (
     ContextState, PrefixCache, action_options, branch_logprobs, common_prefix_len, distinguishing_prefixes,
     packed_logprobs_many,
@@ -657,8 +657,7 @@ def load_policy_router(path_or_none: str | Path | None = None, **overrides: Any)
     except Exception as exc:  # a damaged file raises its library's own error (safetensors, zipfile, ...)
         if isinstance(exc, ValueError) and str(source) in str(exc):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{source}: cannot load the policy ({type(exc).__name__}: {first[:300]})") from exc
+        raise ValueError(f"{source}: cannot load the policy ({one_line_error(exc)})") from exc
     name = "policy" if path_or_none is None else f"policy:{Path(str(path_or_none)).name}"
     return PolicyRouter(model, tokenizer, config, name=name, evidence=evidence, judge=judge)
 

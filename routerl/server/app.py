@@ -63,9 +63,8 @@ def _seed_catalog(config: ServerConfig) -> Path | None:
     return catalog
 
 
-def open_store(config: ServerConfig) -> ModelStore:
-    """The registry at ``config.db``; a new database is seeded from the catalog."""
-    catalog = _seed_catalog(config)
+def open_store(config: ServerConfig, catalog: Path | None) -> ModelStore:
+    """The registry at ``config.db``; a new database is seeded from ``catalog`` (``_seed_catalog``)."""
 
     def seed():
         if catalog is None:
@@ -85,8 +84,7 @@ class RouterServer:
 
     def __init__(self, config: ServerConfig, *, router: Router | None = None, store: ModelStore | None = None):
         self.config = config
-        if store is None:
-            _seed_catalog(config)
+        catalog = _seed_catalog(config) if store is None else None
         # Everything that may refuse a setting comes before the registry: a wrong router name,
         # option, token or TLS file must not leave a new registry file behind.
         self.router = router or load_router(
@@ -97,7 +95,7 @@ class RouterServer:
             read_token(config.admin_token_env, config.admin_token_file, what="admin token"),
         )
         self.tls = _read_tls(config)
-        self.store = store or open_store(config)
+        self.store = store or open_store(config, catalog)
         self.metrics = ServerMetrics()
         self.metrics.watch_store(self.store)
         self.service = RouterService(

@@ -23,6 +23,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from routerl.policy.loading import one_line_error
 from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import load_config, save_config
 from routerl.train.episodes import build_envs, save_evidence, validation_episodes
@@ -66,9 +67,8 @@ def _load_trainable(config, adapter: str | None = None):
     try:
         return load_trainable(config, adapter)
     except Exception as exc:  # safetensors, peft and torch each raise their own error types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         print(f"routerl.train: error: cannot load the model ({config.model.base}, adapter {adapter or config.model.adapter}): "
-              f"{type(exc).__name__}: {first}", file=sys.stderr)
+              f"{one_line_error(exc)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
