@@ -139,7 +139,14 @@ def test_route_attempt_must_name_a_registered_model_not_denied(capsys, target):
     code, _, err = run(capsys, "route", "q", "--deny", "m-cheap", "--attempt", "m-cheap=hi", "--target", target)
     assert code == 2
     one_line_error(err, "--attempt m-cheap", "--deny")
+    code, _, err = run(capsys, "route", "q", "--allow", "m-strong", "--attempt", "m-cheap=hi", "--target", target)
+    assert code == 2
+    one_line_error(err, "--attempt m-cheap", "--allow")
     code, out, err = run(capsys, "route", "q", "--attempt", "m-cheap=hi", "--target", target)
+    assert code == 0, err
+    # an earlier attempt's answer cannot be accepted: its model may be denied
+    code, out, err = run(capsys, "route", "q", "--deny", "m-cheap", "--attempt", "m-cheap=hi", "--attempt", "m-strong=ok",
+                         "--target", target)
     assert code == 0, err
 
 

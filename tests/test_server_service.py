@@ -163,6 +163,8 @@ def test_registered_model_is_routable_at_once_and_removed_is_gone(client):
         ({"allow": [""]}, "allow[0]"),
         ({"attempts": [("", "text")]}, "attempts[0].model_id"),
         ({"attempts": [("no-such-model", "text")]}, "attempts[0].model_id"),  # not registered
+        ({"attempts": [("small", "t"), ("big", "t")], "deny": ["big"]}, "attempts[1].model_id"),  # could be accepted
+        ({"attempts": [("big", "t")], "allow": ["small", "mid"]}, "attempts[0].model_id"),
         ({"domain": "d" * 65}, "domain"),
         ({"request_id": "r" * 129}, "request_id"),
     ],
@@ -172,6 +174,13 @@ def test_invalid_route_requests_name_the_field(client, kwargs, field):
     err = status(lambda: client.route(query, **kwargs))
     assert err.code == CODE.INVALID_ARGUMENT, err
     assert err.field == field and field in err.details
+
+
+def test_an_earlier_attempt_may_be_from_a_denied_model(client):
+    """Only the last attempt's answer can be accepted; a denied model's earlier answer is context."""
+    result = client.route("a query", knob=0.0, deny=["big"], attempts=[("big", "no idea"), ("mid", "42")])
+    assert result.model_id != "big"
+    assert result.action == "accept" and result.model_id == "mid" or result.action == "route"
 
 
 def test_invalid_descriptors_name_the_field(client):

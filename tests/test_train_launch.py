@@ -126,6 +126,23 @@ def test_resume_continues_from_the_last_checkpoint(tiny_run):
     assert steps == sorted(set(steps))  # continued from step 100: no step was run twice
     assert (out / "final" / "adapter_config.json").exists()
 
+    # Resuming the finished stage trains nothing (the Trainer would run step 105 and overwrite the
+    # final adapter); a final adapter lost after the last checkpoint is written from it.
+    import shutil
+
+    weights = (out / "final" / "adapter_model.safetensors").read_bytes()
+    args = ("--resume", "--set", "grpo.max_steps=104", "--set", "tracking.report_to=[none]")
+    proc, _ = _launch(tmp, out, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already reached the end of its stage" in proc.stderr + proc.stdout
+    assert sorted(p.name for p in (out / "grpo").glob("checkpoint-*")) == ["checkpoint-100", "checkpoint-104"]
+    assert (out / "final" / "adapter_model.safetensors").read_bytes() == weights
+    shutil.rmtree(out / "grpo" / "final")
+    proc, _ = _launch(tmp, out, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (out / "grpo" / "checkpoint-105").exists()
+    assert (out / "grpo" / "final" / "adapter_model.safetensors").read_bytes() == weights
+
 
 def test_a_rerun_never_writes_over_an_earlier_run_unless_asked(tiny_run, capsys):
     from routerl.train.__main__ import main

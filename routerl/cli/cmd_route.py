@@ -51,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
         attempts.append((model_id, response))
     if args.think_budget < 0:
         raise CliError("--think-budget must be >= 0")
-    for model_id, _ in attempts:
-        if model_id in args.deny:  # the router may accept the last attempt: a denied model's answer
-            raise CliError(f"--attempt {model_id}: the model is also in --deny (its answer could be accepted); "
+    if attempts:  # the router may accept the last attempt's answer: it must be from a model the request allows
+        model_id = attempts[-1][0]
+        if model_id in args.deny or (args.allow and model_id not in args.allow):
+            where = "also in --deny" if model_id in args.deny else "not in --allow"
+            raise CliError(f"--attempt {model_id}: the last attempt's model is {where} (its answer could be accepted); "
                            "leave out one of the two")
     with connect(args) as client:
         result = client.route(

@@ -151,11 +151,20 @@ def parse_route_request(req: pb.RouteRequest, limits: RequestLimits) -> RoutePar
 
 def check_attempts(models: Sequence[ModelDescriptor], params: RouteParams) -> None:
     """A ``RequestError`` on ``attempts[i].model_id`` when an attempt names no registered model (the
-    router would otherwise accept or count an answer from a model the registry does not have)."""
+    router would otherwise accept or count an answer from a model the registry does not have), or
+    when the last attempt, whose answer the router may accept, is from a model the request's
+    ``deny`` lists or its ``allow`` leaves out (accepting it would choose that model)."""
     registered = {m.id for m in models}
     for n, attempt in enumerate(params.attempts):
         if attempt.model_id not in registered:
             raise RequestError(f"attempts[{n}].model_id", f"{shown_id(attempt.model_id)!r} is not a registered model")
+    if params.attempts:
+        n, last = len(params.attempts) - 1, params.attempts[-1].model_id
+        f = params.filters
+        if last in f.deny or (f.allow and last not in f.allow):
+            rule = "in deny" if last in f.deny else "not in allow"
+            raise RequestError(f"attempts[{n}].model_id", f"{shown_id(last)!r} is {rule}, but the last attempt's answer "
+                               "may be accepted: leave it out of deny (allow it), or leave out the attempt")
 
 
 def candidate_pool(models: Sequence[ModelDescriptor], params: RouteParams) -> list[ModelDescriptor]:

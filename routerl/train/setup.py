@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from routerl.policy.loading import load_base
 from routerl.policy.router import CONFIG_FILE
 from routerl.train.config import TrainConfig, save_config
+
+log = logging.getLogger(__name__)
 
 
 def setup_tracking(config: TrainConfig) -> None:
@@ -151,15 +154,60 @@ def save_adapter(trainer, config: TrainConfig, path: Path) -> None:
     trainer.accelerator.wait_for_everyone()  # the next stage loads it on every rank
 
 
+def finished_checkpoint(stage_dir: Path, resume: str | bool | None, max_steps: int, epochs: float) -> Path | None:
+    """The checkpoint ``resume`` names (``True``: the stage's last) when it has already reached the
+    stage's end (``max_steps`` > 0: its global step; else ``epochs``), else None. Resuming such a
+    checkpoint would make the Trainer run one step past the end and overwrite the final adapter."""
+    import json
+
+    if not resume:
+        return None
+    if resume is True:
+        found = [c for c in stage_dir.glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+        if not found:
+            return None
+        checkpoint = max(found, key=lambda c: int(c.name.rsplit("-", 1)[-1]) if c.name.rsplit("-", 1)[-1].isdigit() else -1)
+    else:
+        checkpoint = Path(resume)
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    done = state.get("global_step", 0) >= max_steps if max_steps > 0 else (state.get("epoch") or 0.0) >= epochs - 1e-6
+    return checkpoint if done else None
+
+
+def restore_finished(trainer, checkpoint: Path, final: Path, config: TrainConfig) -> None:
+    """Write ``final`` from a finished ``checkpoint`` (the run stopped after its last checkpoint
+    and before saving the final adapter): the checkpoint's adapter weights into the model, saved."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = checkpoint / "adapter_model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"config field 'resume_from_checkpoint': {checkpoint} has no adapter_model.safetensors")
+    set_peft_model_state_dict(trainer.model, load_file(str(weights)))
+    save_adapter(trainer, config, final)
+
+
 def run_stage(trainer, config: TrainConfig, val_episodes, tokenizer, stage_dir: Path) -> Path:
     """Train one stage (resuming when asked), with the config beside every checkpoint and the
-    periodic validation metric; save the final adapter into ``stage_dir/final`` and return it."""
+    periodic validation metric; save the final adapter into ``stage_dir/final`` and return it.
+
+    Resuming a stage that already reached its ``max_steps`` (or epochs) trains nothing: its final
+    adapter is kept (or, when the run stopped before writing it, written from the last checkpoint).
+    Raise the stage's ``max_steps`` to train it further."""
     from routerl.train.callbacks import SaveConfigCallback, ValidationCallback
 
+    final = stage_dir / "final"
+    resume = resume_point(config, stage_dir)
+    done = finished_checkpoint(stage_dir, resume, trainer.args.max_steps, trainer.args.num_train_epochs)
+    if done is not None:
+        log.info("%s already reached the end of its stage (max_steps %s): nothing to train; raise max_steps to continue",
+                 done, trainer.args.max_steps)
+        if not (final / "adapter_config.json").exists():
+            restore_finished(trainer, done, final, config)
+        return final
     trainer.add_callback(SaveConfigCallback(config))
     ValidationCallback(config, val_episodes, tokenizer).attach(trainer)
-    trainer.train(resume_from_checkpoint=resume_point(config, stage_dir))
-    final = stage_dir / "final"
+    trainer.train(resume_from_checkpoint=resume)
     save_adapter(trainer, config, final)
     finish_tracking()
     return final
