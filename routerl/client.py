@@ -385,10 +385,12 @@ class RouterClient:
             stored = stored.with_changes(probe_results=dict(model.probe_results))
         return stored
 
-    def update_model(self, model: ModelDescriptor, fields: Iterable[str] | None = None) -> ModelDescriptor:
+    def update_model(self, model: ModelDescriptor, fields: Iterable[str] | None = None, etag: str = "") -> ModelDescriptor:
         """Replace ``model.id``'s descriptor with ``model``, or only ``fields`` of it; returns the
-        stored descriptor (without ``probe_results`` when they were too large to echo and not sent)."""
-        req = pb.UpdateModelRequest(model=descriptor_to_proto(model))
+        stored descriptor (without ``probe_results`` when they were too large to echo and not sent).
+        With ``etag`` (from ``read_model``), the update applies only if the model has not changed
+        since that read: else ``RouterClientError`` with code ``ABORTED`` and nothing is written."""
+        req = pb.UpdateModelRequest(model=descriptor_to_proto(model), etag=etag)
         for name in fields or ():
             if name not in UPDATABLE_FIELDS:
                 raise ValueError(f"cannot update field {name!r}; updatable: {', '.join(UPDATABLE_FIELDS)}")
@@ -405,6 +407,12 @@ class RouterClient:
 
     def get_model(self, model_id: str) -> ModelDescriptor:
         return descriptor_from_proto(self._call("GetModel", pb.GetModelRequest(id=model_id)).model)
+
+    def read_model(self, model_id: str) -> tuple[ModelDescriptor, str]:
+        """The descriptor and its etag, for a read-modify-write: ``update_model(..., etag=etag)``
+        then fails (``ABORTED``) instead of undoing a change someone made in between."""
+        resp = self._call("GetModel", pb.GetModelRequest(id=model_id))
+        return descriptor_from_proto(resp.model), resp.etag
 
     def list_models(self, *, omit_probe_results: bool = False, page_size: int = 0) -> list[ModelDescriptor]:
         """Every registered model, following the server's pages. A model too large for one

@@ -97,6 +97,30 @@ def test_update_of_a_score_or_count_keeps_the_other_domains(capsys, target):
     assert get(capsys, target, "m-cheap")["sample_counts"] == {"math": 10, "other": 5}
 
 
+def test_update_merges_again_when_another_client_wrote_in_between(capsys, target, monkeypatch):
+    """`--score d=x` reads the map, merges and writes against the read's etag; a change made by
+    someone else between the read and the write is kept: the CLI reads again and merges again."""
+    from routerl.client import RouterClient
+
+    reads = []
+    read = RouterClient.read_model
+
+    def racing_read(self, model_id):
+        got = read(self, model_id)
+        reads.append(model_id)
+        if len(reads) == 1:  # another admin sets a score before this client writes
+            with RouterClient(target) as other:
+                desc = other.get_model(model_id)
+                other.update_model(desc.with_changes(sample_scores={**desc.sample_scores, "law": 0.3}), ["sample_scores"])
+        return got
+
+    monkeypatch.setattr(RouterClient, "read_model", racing_read)
+    code, out, err = run(capsys, "models", "update", "m-cheap", "--score", "code=0.6", "--target", target)
+    assert code == 0, err
+    assert reads == ["m-cheap", "m-cheap"]
+    assert get(capsys, target, "m-cheap")["sample_scores"] == {"math": 0.7, "law": 0.3, "code": 0.6}
+
+
 def test_update_tags_replace_add_and_remove(capsys, target):
     assert run(capsys, "models", "update", "m-cheap", "--add-tag", "c", "--add-tag", "a", "--target", target)[0] == 0
     assert get(capsys, target, "m-cheap")["tags"] == ["a", "b", "c"]

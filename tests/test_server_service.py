@@ -176,6 +176,44 @@ def test_invalid_route_requests_name_the_field(client, kwargs, field):
     assert err.field == field and field in err.details
 
 
+def test_updates_never_undo_each_other(client):
+    """Masked updates of different fields from many clients at once all land (the mask is applied
+    to the stored descriptor in the write transaction); an update made from a stale read (etag)
+    is refused with ABORTED and writes nothing."""
+    scores = {f"d{i}": 0.5 for i in range(8)}
+    client.register_model(ModelDescriptor("shared", 1.0, 2.0, sample_scores=scores))
+
+    def set_score(i):  # each thread merges one domain into the map it read, against its etag
+        for _ in range(50):
+            desc, etag = client.read_model("shared")
+            try:
+                return client.update_model(desc.with_changes(sample_scores={**desc.sample_scores, f"d{i}": 0.9}),
+                                           fields=["sample_scores"], etag=etag)
+            except RouterClientError as exc:
+                assert exc.code == CODE.ABORTED and exc.field == "etag", exc
+        raise AssertionError("never got through")
+
+    def set_price(price):
+        client.update_model(ModelDescriptor("shared", price, 0.0), fields=["input_price_per_mtok"])
+
+    threads = [threading.Thread(target=set_score, args=(i,)) for i in range(8)]
+    threads += [threading.Thread(target=set_price, args=(3.0,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stored, etag = client.read_model("shared")
+    assert stored.sample_scores == {f"d{i}": 0.9 for i in range(8)}, stored.sample_scores
+    assert (stored.input_price_per_mtok, stored.output_price_per_mtok) == (3.0, 2.0)
+
+    stale = etag
+    client.update_model(ModelDescriptor("shared", 4.0, 0.0), fields=["input_price_per_mtok"])
+    err = status(lambda: client.update_model(stored.with_changes(output_price_per_mtok=9.0), fields=["output_price_per_mtok"],
+                                             etag=stale))
+    assert err.code == CODE.ABORTED and err.field == "etag" and "changed since it was read" in err.details
+    assert client.get_model("shared").output_price_per_mtok == 2.0
+
+
 def test_an_earlier_attempt_may_be_from_a_denied_model(client):
     """Only the last attempt's answer can be accepted; a denied model's earlier answer is context."""
     result = client.route("a query", knob=0.0, deny=["big"], attempts=[("big", "no idea"), ("mid", "42")])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from routerl.descriptors.model import DescriptorError, Endpoint, ModelDescriptor
 from routerl.server.convert import apply_update_mask, descriptor_from_proto, descriptor_to_proto
 from routerl.server.proto import router_pb2 as pb
-from routerl.server.store import ModelExistsError, ModelNotFoundError, ModelStore, StoreError
+from routerl.server.store import ModelChangedError, ModelExistsError, ModelNotFoundError, ModelStore, StoreError, descriptor_etag
 
 
 def model(model_id: str, price: float = 1.0, **kw) -> ModelDescriptor:
@@ -75,6 +75,29 @@ def test_other_connection_writes_are_seen(tmp_path):
     one, two = ModelStore(db, CATALOG), ModelStore(db)
     two.add(model("from-two"))
     assert one.get("from-two").id == "from-two" and one.version == 2
+
+
+def test_modify_reads_the_file_and_checks_the_etag(tmp_path):
+    """Read-modify-write in one transaction, on what the file holds now (another process may have
+    written it since this store's snapshot); a stale etag or a failing change writes nothing."""
+    db = tmp_path / "r.db"
+    one, two = ModelStore(db, CATALOG), ModelStore(db)
+    etag = descriptor_etag(one.get("a"))
+    assert one.get("a") == two.get("a")
+    two.update(model("a", 7.0, sample_scores={"math": 0.5}, sample_counts={"math": 10}))  # another process
+    with pytest.raises(ModelChangedError, match="changed since it was read"):
+        one.modify("a", lambda d: d.with_changes(output_price_per_mtok=1.0), etag)
+    assert one.get("a").input_price_per_mtok == 7.0 and one.version == 2
+    stored, version = one.modify("a", lambda d: d.with_changes(output_price_per_mtok=1.0))
+    assert version == 3 and (stored.input_price_per_mtok, stored.output_price_per_mtok) == (7.0, 1.0)  # both kept
+    assert descriptor_etag(stored) != etag and descriptor_etag(stored) == descriptor_etag(two.get("a"))
+    with pytest.raises(ModelNotFoundError):
+        one.modify("nope", lambda d: d)
+    with pytest.raises(DescriptorError, match="rename"):
+        one.modify("a", lambda d: d.with_changes(id="renamed"))
+    with pytest.raises(DescriptorError):
+        one.modify("a", lambda d: model("a", -1.0))
+    assert one.version == 3 and one.get("a") == stored
 
 
 def test_foreign_sqlite_file_is_refused(tmp_path):

@@ -9,6 +9,8 @@
     routerl models update my-model --score math=0.8    # that domain only; the other domains are kept
     routerl models update my-model --add-tag beta      # --tag replaces all tags, --add-tag/--remove-tag edit them
     routerl models update --file new_models.yaml      # replace whole descriptors (all must be registered)
+                                                       # (flags merge into what is stored: read with its etag,
+                                                       # merged, written; read again if another client wrote)
     routerl models remove my-model
     routerl models probe --endpoint URL --model-name NAME --id my-model --input-price 0.2 --output-price 0.8 \
         --probes ../shared/data/zeroeval.jsonl.gz --split probe --per-task 20 --register localhost:50051
@@ -36,6 +38,8 @@ _SCALAR_FLAGS = {
     "mean_output_tokens": "mean_output_tokens",
     "description": "description",
 }
+UPDATE_TRIES = 5  # read-merge-write rounds of `models update` flags when others write the same model
+
 _ENDPOINT_FLAGS = {"base_url": "--base-url", "model_name": "--model-name", "api_key_env": "--api-key-env"}
 # descriptor field -> the flag(s) that set it, for errors
 _FIELD_FLAGS = {
@@ -240,6 +244,10 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_update(args: argparse.Namespace) -> int:
+    import grpc
+
+    from routerl.client import RouterClientError
+
     models = _models_from(args, "update")
     if not models:
         if not _flags_given(args):
@@ -255,13 +263,21 @@ def run_update(args: argparse.Namespace) -> int:
                                "nothing updated (register them with `models add --file`)")
             _each(client, args, models, "updated", client.update_model)
             return 0
-        current = client.get_model(args.id)
-        changes = _flag_changes(args, current)
-        try:
-            desc = current.with_changes(**changes)
-        except DescriptorError as exc:
-            raise _descriptor_error("update", exc) from None
-        updated = client.update_model(desc, fields=sorted(changes))
+        # Flags such as --score d=x or --add-tag merge into the stored value: read, merge, write
+        # against the read's etag, and start over when another client changed the model between.
+        for attempt in range(UPDATE_TRIES):
+            current, etag = client.read_model(args.id)
+            changes = _flag_changes(args, current)
+            try:
+                desc = current.with_changes(**changes)
+            except DescriptorError as exc:
+                raise _descriptor_error("update", exc) from None
+            try:
+                updated = client.update_model(desc, fields=sorted(changes), etag=etag)
+                break
+            except RouterClientError as exc:
+                if exc.code != grpc.StatusCode.ABORTED or attempt == UPDATE_TRIES - 1:
+                    raise
         print(f"updated {updated.id}: {', '.join(sorted(changes))}")
     return 0
 

@@ -43,7 +43,7 @@ from routerl.server.convert import (
 )
 from routerl.server.proto import router_pb2 as pb
 from routerl.server.requests import EmptyPoolError, RequestError, RequestLimits, candidate_pool, check_attempts, parse_route_request
-from routerl.server.store import ModelExistsError, ModelNotFoundError, ModelStore
+from routerl.server.store import ModelChangedError, ModelExistsError, ModelNotFoundError, ModelStore, descriptor_etag
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,8 @@ class RouterService:
             raise RpcFailure(grpc.StatusCode.ALREADY_EXISTS, str(exc)) from None
         except ModelNotFoundError as exc:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(exc)) from None
+        except ModelChangedError as exc:
+            raise RpcFailure(grpc.StatusCode.ABORTED, str(exc), "etag") from None
         except sqlite3.Error as exc:
             log.exception("registry write failed")
             raise RpcFailure(grpc.StatusCode.INTERNAL, f"registry write failed, nothing was changed: {exc}") from None
@@ -230,15 +232,17 @@ class RouterService:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, "field 'model': is required", "model")
         model_id = _require_id("model.id", request.model.id)
 
-        def update():
-            current = self.store.get(model_id)
+        def change(current):
             desc = apply_update_mask(current, request.model, request.update_mask.paths, prefix="model")
             check_new_endpoint(desc, current, prefix="model")
-            return desc, self.store.update(desc)
+            return desc
 
-        desc, version = self._write(update, context)
+        # The mask is applied to the stored descriptor inside the write transaction: two updates of
+        # different fields never undo each other; with an etag, nothing changed since the read.
+        desc, version = self._write(lambda: self.store.modify(model_id, change, request.etag), context)
         log.info("updated model %s (registry v%d)", desc.id, version)
-        return self._fit(pb.UpdateModelResponse(model=descriptor_to_proto(desc), registry_version=version))
+        return self._fit(pb.UpdateModelResponse(model=descriptor_to_proto(desc), registry_version=version,
+                                                etag=descriptor_etag(desc)))
 
     def RemoveModel(self, request: pb.RemoveModelRequest, context) -> pb.RemoveModelResponse:
         model_id = _require_id("id", request.id)
@@ -252,7 +256,8 @@ class RouterService:
         desc = snapshot.get(model_id)
         if desc is None:
             raise RpcFailure(grpc.StatusCode.NOT_FOUND, str(ModelNotFoundError(model_id)))
-        return self._fit(pb.GetModelResponse(model=descriptor_to_proto(desc), registry_version=snapshot.version))
+        return self._fit(pb.GetModelResponse(model=descriptor_to_proto(desc), registry_version=snapshot.version,
+                                             etag=descriptor_etag(desc)))
 
     def _fit(self, response):
         """A one-model response, without ``model.probe_results`` when it would exceed the send limit."""

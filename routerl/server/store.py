@@ -14,11 +14,13 @@
   process wrote to the same file (``PRAGMA data_version`` changed), on the next read.
 
 Errors: ``ModelExistsError`` (an id registered twice), ``ModelNotFoundError`` (an unknown id),
-``DescriptorError`` (an invalid descriptor, naming the field), ``StoreError`` (an unusable file).
+``DescriptorError`` (an invalid descriptor, naming the field), ``ModelChangedError`` (a
+``modify`` against an ``etag`` the model no longer has), ``StoreError`` (an unusable file).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -74,6 +76,21 @@ class ModelNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+class ModelChangedError(RuntimeError):
+    """An update was made against a descriptor (its ``etag``) that has changed since it was read."""
+
+    def __init__(self, model_id: str, expected: str, current: str):
+        super().__init__(f"model {shown_id(model_id)!r} changed since it was read (etag {expected!r}, now {current!r}): "
+                         "read it again and reapply the change")
+        self.model_id = model_id
+
+
+def descriptor_etag(desc: ModelDescriptor) -> str:
+    """A short hash of the stored form of ``desc``: equal exactly when the descriptors are equal,
+    so a read-modify-write can check that nothing changed in between (``ModelStore.modify``)."""
+    return hashlib.sha256(_encode(desc).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -288,6 +305,31 @@ class ModelStore:
                 raise ModelNotFoundError(desc.id)
 
         return self._write(replace)
+
+    def modify(self, model_id: str, change: Callable[[ModelDescriptor], ModelDescriptor], etag: str = "") -> tuple[ModelDescriptor, int]:
+        """Read-modify-write in one transaction: ``change(current)`` gives the new descriptor, read
+        from the file itself (another process may have written it), so concurrent updates of
+        different fields never undo each other. With ``etag``, ``ModelChangedError`` unless the
+        stored descriptor still has it. ``ModelNotFoundError``; errors from ``change`` leave the
+        registry as it was. Returns the stored descriptor and the new version."""
+        result: list[ModelDescriptor] = []
+
+        def replace(now: float) -> None:
+            row = self._db.execute("SELECT descriptor FROM models WHERE id = ?", (model_id,)).fetchone()
+            if row is None:
+                raise ModelNotFoundError(model_id)
+            current = ModelDescriptor.from_dict(json.loads(row[0]))
+            if etag and descriptor_etag(current) != etag:
+                raise ModelChangedError(model_id, etag, descriptor_etag(current))
+            desc = change(current)
+            if desc.id != model_id:
+                raise DescriptorError("id", f"an update cannot rename a model ({model_id!r} -> {desc.id!r})")
+            desc.validate()
+            self._db.execute("UPDATE models SET descriptor = ?, updated_at = ? WHERE id = ?", (_encode(desc), now, model_id))
+            result.append(desc)
+
+        version = self._write(replace)
+        return result[0], version
 
     def remove(self, model_id: str) -> int:
         """Remove a model; ``ModelNotFoundError`` when it is not registered."""

@@ -294,32 +294,38 @@ class RegisterModelRequest(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ...) -> None: ...
 
 class RegisterModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version", "probe_results_omitted")
+    __slots__ = ("model", "registry_version", "probe_results_omitted", "etag")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
     probe_results_omitted: bool
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UpdateModelRequest(_message.Message):
-    __slots__ = ("model", "update_mask")
+    __slots__ = ("model", "update_mask", "etag")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    etag: str
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class UpdateModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version", "probe_results_omitted")
+    __slots__ = ("model", "registry_version", "probe_results_omitted", "etag")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
     probe_results_omitted: bool
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class RemoveModelRequest(_message.Message):
     __slots__ = ("id",)
@@ -340,14 +346,16 @@ class GetModelRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
-    __slots__ = ("model", "registry_version", "probe_results_omitted")
+    __slots__ = ("model", "registry_version", "probe_results_omitted", "etag")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_VERSION_FIELD_NUMBER: _ClassVar[int]
     PROBE_RESULTS_OMITTED_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     model: ModelDescriptor
     registry_version: int
     probe_results_omitted: bool
-    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ...) -> None: ...
+    etag: str
+    def __init__(self, model: _Optional[_Union[ModelDescriptor, _Mapping]] = ..., registry_version: _Optional[int] = ..., probe_results_omitted: _Optional[bool] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "omit_probe_results")
