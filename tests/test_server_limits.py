@@ -215,6 +215,24 @@ def test_concurrent_routes_are_batched_and_answers_stay_matched(tmp_path):
         stop(srv)
 
 
+def test_a_route_without_a_deadline_is_batched_and_answered(tmp_path):
+    """A call with no deadline (grpcurl's and most clients' default): gRPC's time_remaining() is
+    then ~9e18 s, which no wait accepts; it must mean "no limit", not INTERNAL."""
+    router = BatchRouter(delay=0.0)
+    srv = start(tmp_path, router=router, max_batch=8)
+    try:
+        with RouterClient(f"127.0.0.1:{srv.port}", timeout=None) as c:
+            assert c.route("no deadline", allow=["mid"]).model_id == "mid"
+        assert router.batches == [1]
+    finally:
+        stop(srv)
+    batcher = MicroBatcher(BatchRouter(delay=0.0), max_batch=1, max_wait_s=0.0)
+    try:
+        assert batcher.submit(RouteCall(_query("q"), tuple(catalog()), 0.0), timeout=9.2e18).model_id == "big"
+    finally:
+        batcher.close()
+
+
 def test_batch_failure_is_retried_per_request_and_only_the_bad_one_fails():
     router = BatchRouter(delay=0.02)
     batcher = MicroBatcher(router, max_batch=8, max_wait_s=0.05)

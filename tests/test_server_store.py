@@ -100,6 +100,60 @@ def test_modify_reads_the_file_and_checks_the_etag(tmp_path):
     assert one.version == 3 and one.get("a") == stored
 
 
+class _CommitDuringReload:
+    """A connection wrapper that lets another process commit in the middle of a snapshot reload."""
+
+    def __init__(self, db, hook):
+        self.db, self.hook = db, hook
+
+    def execute(self, sql, *args):
+        if self.hook is not None and sql.startswith("SELECT value FROM meta WHERE key = 'version'"):
+            hook, self.hook = self.hook, None
+            hook()
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_a_commit_during_a_reload_is_seen_on_the_next_read(tmp_path):
+    """A snapshot is one consistent read: rows, version and data_version from the same state, so a
+    commit by another process during the reload shows on the next read (it used to be missed
+    until some later write: a removed model served for hours)."""
+    db = tmp_path / "r.db"
+    a, b = ModelStore(db, [model("m")]), ModelStore(db)
+    a.add(model("n"))
+    a._rdb = _CommitDuringReload(a._rdb, lambda: b.remove("m"))
+    first = a.snapshot()
+    assert (first.version, [m.id for m in first.models]) == (2, ["m", "n"])  # the file as the read began
+    after = a.snapshot()
+    assert (after.version, [m.id for m in after.models]) == (3, ["n"])
+
+
+def test_a_write_waiting_for_the_file_lock_does_not_block_reads(tmp_path):
+    """Another process holds the write lock: a write waits for it (busy timeout), and snapshots
+    (every Route) go on meanwhile."""
+    import threading
+    import time
+
+    db = tmp_path / "r.db"
+    store = ModelStore(db, CATALOG)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    done = []
+    writer = threading.Thread(target=lambda: done.append(store.add(model("c"))))
+    writer.start()
+    time.sleep(0.2)
+    assert not done, "the write waits for the lock"
+    started = time.monotonic()
+    assert [m.id for m in store.snapshot().models] == ["a", "b"]
+    assert time.monotonic() - started < 1.0
+    other.execute("ROLLBACK")
+    writer.join(10)
+    assert done == [2] and [m.id for m in store.snapshot().models] == ["a", "b", "c"]
+    other.close()
+
+
 def test_foreign_sqlite_file_is_refused(tmp_path):
     db = tmp_path / "other.db"
     con = sqlite3.connect(db)

@@ -101,7 +101,11 @@ class MicroBatcher:
                     self._cond.notify_all()
 
     def submit(self, call: RouteCall, timeout: float | None = None, *, _slot: "_Slot | None" = None) -> Decision:
-        """Decide ``call`` in the next batch; ``BatchTimeout`` after ``timeout`` seconds."""
+        """Decide ``call`` in the next batch; ``BatchTimeout`` after ``timeout`` seconds (None, or
+        a value beyond what a wait accepts, e.g. gRPC's ``time_remaining()`` for a call with no
+        deadline: wait as long as it takes)."""
+        if timeout is not None and not timeout < threading.TIMEOUT_MAX:
+            timeout = None
         item = _Item(call)
         with self._cond:
             if self._closed:
@@ -113,7 +117,12 @@ class MicroBatcher:
                 _slot.submitted = True
                 self._arriving -= 1
             self._cond.notify_all()
-        if not item.done.wait(timeout):
+        try:
+            done = item.done.wait(timeout)
+        except BaseException:
+            item.cancelled = True  # the caller is gone: the worker skips it
+            raise
+        if not done:
             item.cancelled = True
             if not item.done.is_set():
                 raise BatchTimeout("deadline exceeded while waiting for the batch")

@@ -10,8 +10,10 @@
 * Every write runs in one ``BEGIN IMMEDIATE`` transaction that also bumps ``version``, and is
   committed (WAL, ``synchronous=FULL``) before the method returns: once ``add`` returns, the model
   survives a crash of the process or a power loss.
-* Readers get an immutable ``Snapshot``; it is rebuilt after each write and, when another
-  process wrote to the same file (``PRAGMA data_version`` changed), on the next read.
+* Readers get an immutable ``Snapshot``, read in one transaction through a read-only connection
+  of its own; it is rebuilt on the next read after the file changed (``PRAGMA data_version``: a
+  write through this store or another process). A write waiting for another process's write lock
+  does not hold up readers.
 
 Errors: ``ModelExistsError`` (an id registered twice), ``ModelNotFoundError`` (an unknown id),
 ``DescriptorError`` (an invalid descriptor, naming the field), ``ModelChangedError`` (a
@@ -128,7 +130,10 @@ class ModelStore:
 
     ``catalog``: the models to seed a *new* database with, or a function returning them (called
     only when the database is new, so an existing registry never needs its catalog file). It is
-    ignored when the file already holds a registry. Thread-safe: one connection, guarded by a lock.
+    ignored when the file already holds a registry. Thread-safe: writes go through one connection
+    under a lock; snapshots are read through a second, read-only connection under its own lock, so
+    a write waiting for the file's write lock (another process mid-write) never holds up routing
+    (in WAL mode readers are not blocked by a writer). A ``":memory:"`` registry has one connection.
     """
 
     def __init__(self, path: str | Path, catalog: CatalogSource | None = None):
@@ -148,11 +153,20 @@ class ModelStore:
                 log.warning("%s: SQLite refused WAL mode (journal_mode=%s); writes stay durable but slower", self.path, mode)
             self._db.execute("PRAGMA synchronous = FULL")
             self.seeded = self._init_schema(catalog)
+            if self.path == ":memory:":
+                self._rdb, self._read_lock = self._db, self._lock
+            else:
+                self._rdb = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+                self._rdb.execute("PRAGMA busy_timeout = 30000")
+                self._rdb.execute("PRAGMA query_only = ON")
+                self._read_lock = threading.RLock()
             self._data_version = -1
             self._snapshot = Snapshot(0, ())
             self._reload()
         except BaseException as exc:
             self._db.close()
+            if getattr(self, "_rdb", self._db) is not self._db:
+                self._rdb.close()
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: cannot open the model registry ({exc})") from None
             raise
@@ -228,9 +242,19 @@ class ModelStore:
 
     # -- reads ---------------------------------------------------------------------------------
     def _reload(self) -> None:
-        """Rebuild the snapshot from the file (called with the lock held or during __init__)."""
-        rows = self._db.execute("SELECT id, seq, descriptor FROM models ORDER BY seq").fetchall()
-        version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+        """Rebuild the snapshot from the file (called with the read lock held or during __init__).
+
+        One read transaction: ``data_version``, the rows and the version all come from the same
+        state of the file. (Read one by one, a commit by another process in between could leave a
+        snapshot of the old rows stamped with the new ``data_version``, never reloaded.)"""
+        db = self._rdb
+        db.execute("BEGIN")
+        try:
+            data_version = db.execute("PRAGMA data_version").fetchone()[0]
+            rows = db.execute("SELECT id, seq, descriptor FROM models ORDER BY seq").fetchall()
+            version = int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+        finally:
+            db.execute("COMMIT")
         models, seqs = [], []
         for model_id, seq, blob in rows:
             try:
@@ -240,12 +264,13 @@ class ModelStore:
                 # Kept in the file (nothing stored is deleted), but not served.
                 log.error("%s: stored model %r is not valid and is not served: %s", self.path, model_id, exc)
         self._snapshot = Snapshot(version, tuple(models), tuple(seqs))
-        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        self._data_version = data_version
 
     def snapshot(self) -> Snapshot:
-        """The current registry (reloaded first when another connection changed the file)."""
-        with self._lock:
-            if self._db.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+        """The current registry (reloaded first when the file changed: a write through this store
+        or another process)."""
+        with self._read_lock:
+            if self._rdb.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
                 self._reload()
             return self._snapshot
 
@@ -264,19 +289,23 @@ class ModelStore:
 
     # -- writes --------------------------------------------------------------------------------
     def _write(self, fn) -> int:
-        """Run ``fn(now)`` in one immediate transaction that bumps and returns the version."""
+        """Run ``fn(now)`` in one immediate transaction that bumps and returns the version (the
+        next ``snapshot()`` shows the write)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 fn(time.time())
                 self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+                version = int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-            self._reload()
-            return self._snapshot.version
+        if self.path == ":memory:":  # one connection: data_version does not see its own commits
+            with self._read_lock:
+                self._reload()
+        return version
 
     def add(self, desc: ModelDescriptor) -> int:
         """Register a new model; ``ModelExistsError`` when its id is taken. Returns the new version."""
@@ -343,6 +372,9 @@ class ModelStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self._rdb is not self._db:
+            with self._read_lock:
+                self._rdb.close()
 
     def __enter__(self) -> "ModelStore":
         return self
