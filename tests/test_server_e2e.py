@@ -169,5 +169,9 @@ def test_cli_against_real_server(spawn, tmp_path):
     port = server.target.rsplit(":", 1)[1]
     clash = cli("serve", "--host", "127.0.0.1", "--port", port, "--db", str(tmp_path / "other.db"))
     assert clash.returncode != 0 and "routerl: error:" in clash.stderr and "cannot listen" in clash.stderr
+    assert not (tmp_path / "other.db").exists(), "a registry made by a start that failed is removed"
+    kept = cli("serve", "--host", "127.0.0.1", "--port", port, "--db", str(tmp_path / "registry.db"))
+    assert kept.returncode != 0 and "cannot listen" in kept.stderr
+    assert (tmp_path / "registry.db").exists(), "an existing registry is never removed"
     with grpc.insecure_channel(server.target) as channel:
         grpc.channel_ready_future(channel).result(timeout=5)

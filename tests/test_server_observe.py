@@ -181,3 +181,113 @@ def test_cli_output_into_a_closed_pipe_is_quiet(tmp_path):
         stop(srv)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert proc.returncode == 141
+
+
+_SLOW_SERVE = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_server_service import SlowRouter
+import routerl.server.app as app
+app.load_router = lambda *a, **k: SlowRouter({delay})
+from routerl.cli import main
+sys.exit(main(["serve"] + sys.argv[1:]))
+"""
+
+
+def _slow_server(tmp_path, delay: float, grace: float):
+    code = _SLOW_SERVE.format(tests=str(REPO / "tests"), delay=delay)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", code, "--port", "0", "--db", str(tmp_path / "r.db"), "--grace", str(grace),
+                             "--access-log", "off"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, line.split()[-1]
+
+
+def test_serve_exits_after_its_grace_even_with_a_call_still_running(tmp_path):
+    """SIGTERM with a call that outlasts the grace period: the call is cancelled for its caller and
+    the process exits right after the grace (it used to wait for the handler thread, here 30 s)."""
+    proc, target = _slow_server(tmp_path, delay=30.0, grace=0.5)
+    errors = []
+
+    def call():
+        try:
+            with RouterClient(target, timeout=60) as c:
+                c.route("q")
+        except RouterClientError as exc:
+            errors.append(exc.code)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(1.0)  # the call is in the router
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(15)
+    finally:
+        proc.kill()
+    caller.join(10)
+    assert code == 0 and time.monotonic() - started < 10
+    assert errors == [grpc.StatusCode.UNAVAILABLE]
+    assert "still running after the 0.5s grace" in proc.stderr.read()
+
+
+def test_a_second_signal_ends_the_drain_at_once(tmp_path):
+    proc, target = _slow_server(tmp_path, delay=30.0, grace=60)
+    with RouterClient(target, timeout=60) as c:
+        future = c._stub.Route.future(pb.RouteRequest(query="q"), timeout=60)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the first signal drains (grace 60 s)"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(10)
+        finally:
+            proc.kill()
+        future.cancel()
+    assert code == 1 and time.monotonic() - started < 5
+    assert "SIGTERM again: exiting now" in proc.stderr.read()
+
+
+def test_access_log_file_is_reopened_after_rotation(tmp_path):
+    from routerl.server.observe import access_log, configure_access_log
+
+    path = tmp_path / "access.jsonl"
+    restore = configure_access_log(str(path))
+    try:
+        access_log.info('{"n": 1}')
+        path.rename(tmp_path / "access.jsonl.1")  # logrotate moves it away
+        access_log.info('{"n": 2}')
+    finally:
+        restore()
+    assert (tmp_path / "access.jsonl.1").read_text() == '{"n": 1}\n'
+    assert path.read_text() == '{"n": 2}\n'
+
+
+def test_a_signal_while_the_server_starts_stops_it(tmp_path, monkeypatch):
+    """SIGTERM between installing the handlers and binding: stop() had nothing to stop, and later
+    signals were ignored, so the server ran on. It must stop as soon as it has started."""
+    from routerl.server.app import RouterServer, serve
+    from routerl.server.config import ServerConfig
+
+    started = []
+    original = RouterServer.start
+
+    def start_after_a_signal(self):
+        started.append(self)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread before the bind below
+        return original(self)
+
+    def watchdog():  # without the fix serve() would never return: stop it, and fail below
+        time.sleep(15)
+        if started:
+            started[0].stop(0)
+
+    monkeypatch.setattr(RouterServer, "start", start_after_a_signal)
+    threading.Thread(target=watchdog, daemon=True).start()
+    t0 = time.monotonic()
+    assert serve(ServerConfig(port=0, db=str(tmp_path / "r.db"), router="descriptor-score", access_log="off"),
+                 announce=lambda line: None) == 0
+    assert time.monotonic() - t0 < 10

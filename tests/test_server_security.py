@@ -197,3 +197,14 @@ def test_tls_with_token(tmp_path, tokens, capsys):
     with pytest.raises(ValueError, match="not PEM"):
         (tmp_path / "bad.pem").write_text("nope")
         start(tmp_path, tls_cert=str(tmp_path / "bad.pem"), tls_key=str(certs["key"]))
+    # a key that is not the certificate's (or the two swapped) is named as such, before the registry is made
+    from routerl.server.app import RouterServer
+    from routerl.server.config import ServerConfig
+
+    (tmp_path / "other").mkdir()
+    other = _write_certs(tmp_path / "other")
+    for cert, key in ((certs["cert"], other["key"]), (certs["key"], certs["cert"])):
+        db = tmp_path / f"never-{cert.name}.db"
+        with pytest.raises(ValueError, match="do not make a pair"):
+            RouterServer(ServerConfig(port=0, db=str(db), router="descriptor-score", tls_cert=str(cert), tls_key=str(key)))
+        assert not db.exists()

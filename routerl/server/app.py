@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
@@ -204,6 +205,11 @@ class RouterServer:
         if self._server is not None:
             self._server.wait_for_termination()
 
+    def calls_running(self) -> int:
+        """Calls whose handler is still running, in every lane (after ``stop()``'s grace ran out,
+        gRPC has cancelled them for their callers, but a router or provider call may go on)."""
+        return sum(lane.snapshot()[0] for lane in (self.route_lane, self.registry_lane, self.complete_lane))
+
     def close(self) -> None:
         """Release everything (after ``stop()`` drained the calls): batcher, providers, metrics
         endpoint, registry."""
@@ -231,7 +237,21 @@ def _read_tls(config: ServerConfig) -> tuple[bytes, bytes] | None:
         if b"-----BEGIN" not in data:
             raise ValueError(f"{what} {path} is not PEM")
         pair.append(data)
+    _check_tls_pair(config.tls_cert, config.tls_key)
     return pair[0], pair[1]
+
+
+def _check_tls_pair(cert: str, key: str) -> None:
+    """``ValueError`` unless ``cert`` is a certificate and ``key`` its private key (grpc would
+    only fail later, as "cannot listen on ...: Failed to bind", sending operators after a port)."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise ValueError(f"TLS certificate {cert} and key {key} do not make a pair ({reason}): "
+                         "is the key the certificate's, and are --tls-cert and --tls-key the right way round?") from None
 
 
 def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
@@ -244,6 +264,7 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    new_db = config.db != ":memory:" and not Path(config.db).exists()
     try:
         server = RouterServer(config)
     except BaseException:
@@ -255,15 +276,27 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     stopping = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001
-        if stopping.is_set():
-            return
+        if stopping.is_set():  # a second signal: stop waiting for anything
+            log.warning("%s again: exiting now", signal.Signals(signum).name)
+            _exit_now(1)
         stopping.set()
         log.info("%s: stopping (grace %.1fs)", signal.Signals(signum).name, config.grace_s)
         server.stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    forced = False
     try:
-        server.start()
+        try:
+            server.start()
+        except BaseException:
+            if new_db:  # the port (or the metrics port) was refused: the registry this run made goes
+                server.close()
+                forced = None
+                for suffix in ("", "-wal", "-shm"):
+                    Path(config.db + suffix).unlink(missing_ok=True)
+            raise
+        if stopping.is_set():  # a signal came while it was starting: stop() had no server to stop
+            server.stop()
         # The startup objects (model, tokenizer, probe index, registry: ~430k for the shipped
         # policy) live as long as the process: move them out of the collector's generations so a
         # full collection, which otherwise scans them all (0.25 s here), never stalls a request.
@@ -278,13 +311,33 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
             else:
                 print(line, flush=True)
         server.wait()
-        log.info("stopped")
+        # Past the grace period gRPC cancels the calls still running for their callers, but their
+        # handler threads go on (a router or provider call), and the interpreter would wait for
+        # them at exit: the process would outlive its grace (and a supervisor's kill timeout).
+        running = server.calls_running()
+        if running:
+            log.warning("%d call(s) still running after the %.1fs grace: exiting without them", running, config.grace_s)
+            forced = True
+        else:
+            log.info("stopped")
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if not stopping.is_set():
             server.stop(0)
-        server.close()
+        if forced is False:  # (None: closed already, True: calls still running)
+            server.close()
         restore_access_log()
         sys.stdout.flush()
+        if forced:
+            _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once (threads still running are not waited for). Registry writes are
+    committed before they are acknowledged, so nothing acknowledged is lost."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import uuid
 from datetime import datetime, timezone
 
@@ -169,7 +170,8 @@ def configure_access_log(target: str):
         access_log.disabled = True
     else:
         access_log.disabled = False
-        added = _StderrHandler() if target == "-" else logging.FileHandler(target, encoding="utf-8")
+        # A file is reopened when it was moved or removed (logrotate without copytruncate).
+        added = _StderrHandler() if target == "-" else logging.handlers.WatchedFileHandler(target, encoding="utf-8")
         added.setFormatter(logging.Formatter("%(message)s"))
         access_log.addHandler(added)
         access_log.setLevel(logging.INFO)
