@@ -154,6 +154,12 @@ def test_a_write_waiting_for_the_file_lock_does_not_block_reads(tmp_path):
     other.close()
 
 
+def test_a_registry_path_under_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create its directory"):
+        ModelStore(tmp_path / "a-file" / "r.db")
+
+
 def test_foreign_sqlite_file_is_refused(tmp_path):
     db = tmp_path / "other.db"
     con = sqlite3.connect(db)
