@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("grpc_tools", reason="grpcio-tools is needed to regenerate the code")
@@ -12,6 +14,25 @@ from routerl.server import codegen  # noqa: E402
 def test_generated_code_is_up_to_date():
     stale = codegen.stale_files()
     assert not stale, f"out of date: {stale}; run python -m routerl.server.codegen"
+
+
+def test_stub_needs_only_the_grpcio_the_project_declares():
+    """The stub's import check asks for pyproject's grpcio floor, not the tools' own version (code
+    written by grpcio-tools 1.85.4 refused to import beside grpcio 1.85.1)."""
+    pyproject = (codegen.REPO / "pyproject.toml").read_text(encoding="utf-8")
+    floor = re.search(r'^\s*"grpcio>=([\d.]+)"', pyproject, re.MULTILINE).group(1)
+    assert codegen.GRPCIO_FLOOR.startswith(floor) or floor.startswith(codegen.GRPCIO_FLOOR)
+    text = (codegen.OUT_DIR / "router_pb2_grpc.py").read_text(encoding="utf-8")
+    assert f"GRPC_GENERATED_VERSION = '{codegen.GRPCIO_FLOOR}'" in text
+
+
+def test_version_stamps_are_not_compared_but_code_is():
+    text = (codegen.OUT_DIR / "router_pb2.py").read_text(encoding="utf-8")
+    restamped = re.sub(r"Protobuf Python Version: \S+", "Protobuf Python Version: 7.99.0", text)
+    restamped = re.sub(r"(Domain\.PUBLIC,\s*)\d+,\s*\d+,\s*\d+,", r"\g<1>7,\n    99,\n    0,", restamped)
+    assert restamped != text
+    assert codegen.without_version_stamps(restamped) == codegen.without_version_stamps(text)
+    assert codegen.without_version_stamps(text.replace("RouteRequest", "RouteRequestX")) != codegen.without_version_stamps(text)
 
 
 def test_generated_stub_imports_relatively():
