@@ -1,10 +1,14 @@
 """The execution engine over real HTTP (replay endpoints on 127.0.0.1 answering from the shared
 ZeroEval responses): escalation, fallback on 500/429/hangs, per-request and per-key budgets,
-spend accounting, and ``routerl complete`` with a freshly probed unseen model."""
+spend accounting (failed calls that were billed, spend that never goes down), a provider that
+raises something else, budget skips beside failures, a model re-priced during its call, and
+``routerl complete`` with a freshly probed unseen model."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 from typing import Sequence
 
@@ -14,7 +18,7 @@ from routerl.cli import main
 from routerl.descriptors import Endpoint, build_descriptor, load_catalog
 from routerl.live.accounting import SpendLedger
 from routerl.live.executor import Executor
-from routerl.live.provider import RetryPolicy
+from routerl.live.provider import RetryPolicy, call_cost_usd
 from routerl.live.register import register_in_catalog
 from routerl.live.replay import Fault
 from routerl.live.scorers import score_exact
@@ -289,3 +293,161 @@ def test_pool_turns_a_malformed_endpoint_into_a_failing_provider():
     provider = ProviderPool().get(ModelDescriptor("bad", 1.0, 1.0, endpoint=Endpoint("ftp://nowhere", "m", "")))
     with pytest.raises(ProviderError, match="unusable endpoint: field 'endpoint.base_url'"):
         provider.complete("hi")
+
+
+# -- spend that never goes down, billed failures, broken providers, budget vs failure, leases -----
+
+def no_content(prompt_tokens, completion_tokens) -> Fault:
+    """A 200 answer without content (a tool call) whose usage the provider bills."""
+    message = {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    return Fault(body=json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                                  "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                                  "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}}).encode())
+
+
+def test_ledger_spend_never_goes_down(caplog):
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    ledger = SpendLedger(budgets={"k": 1.0}, prometheus_registry=registry)
+    ledger.record_call("k", "m", cost_usd=0.25, prompt_tokens=10, completion_tokens=5)
+    with caplog.at_level(logging.ERROR, logger="routerl.live.accounting"):
+        for bogus in (-0.1, float("nan"), float("inf"), float("-inf"), "0.5", None, True):
+            ledger.record_call("k", "m", cost_usd=bogus, prompt_tokens=-3, completion_tokens=-4, ok=False)
+    snap = ledger.snapshot()
+    m = snap.by_model["m"]
+    assert (m.calls, m.failures, m.prompt_tokens, m.completion_tokens) == (8, 7, 10, 5)
+    assert m.cost_usd == 0.25 and snap.by_key["k"].cost_usd == 0.25 and snap.total_cost_usd == 0.25
+    assert ledger.remaining_usd("k") == 0.75 and not ledger.exhausted("k")
+    assert registry.get_sample_value("routerl_key_spend_usd_total", {"key": "k"}) == 0.25
+    assert registry.get_sample_value("routerl_model_tokens_total", {"model": "m", "kind": "prompt"}) == 10
+    assert "field 'cost_usd' of a call is -0.1; counted as 0" in caplog.text
+    assert "field 'prompt_tokens' of a call is -3" in caplog.text
+
+
+def test_a_provider_raising_something_else_is_a_failed_call(zeroeval_table, replay, offline, caplog):
+    class Broken:
+        timeout_s = 1.0
+
+        def complete(self, messages, *, timeout_s=None):
+            raise RuntimeError("boom\nin two lines")
+
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    cheap, strong = offline[CHEAP], with_endpoints(replay, [offline[STRONG]])[0]
+    from routerl.live.provider import ChatProvider
+
+    ledger = SpendLedger()
+    ex = Executor(CheckedEscalation(CHEAP, STRONG, lambda t: True), {CHEAP: Broken(), STRONG: ChatProvider.from_descriptor(strong)},
+                  ledger=ledger)
+    with caplog.at_level(logging.ERROR, logger="routerl.live.executor"):
+        result = ex.complete(query, [cheap, strong], 0.0, key="t")
+    assert [(c.model_id, c.status, c.fallback) for c in result.calls] == [(CHEAP, "failed", False), (STRONG, "ok", True)]
+    assert result.calls[0].reason == "error: RuntimeError: boom in two lines" and result.calls[0].cost_usd == 0.0
+    assert result.ok and result.final_model == STRONG and result.fallback
+    assert ledger.snapshot().by_model[CHEAP].failures == 1
+    assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)  # logged with its traceback
+    alone = Executor(CheckedEscalation(CHEAP, CHEAP, lambda t: True), {CHEAP: Broken()}).complete(query, [cheap], 0.0)
+    assert not alone.ok and alone.stop == "failed" and alone.message == "every candidate failed"
+
+
+def test_a_failed_call_costs_what_its_provider_billed(zeroeval_table, replay, offline):
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    cands = with_endpoints(replay, [offline[UNSEEN], offline[CHEAP], offline[FLAKY]])
+    decision = DescriptorScoreRouter().decide(query, cands, 0.0)
+    chosen, second = decision.model_id, decision.ranking[1][0]
+    replay.faults.always(chosen, no_content(1000, 500))
+    billed = call_cost_usd(1000, 500, offline[chosen].input_price_per_mtok, offline[chosen].output_price_per_mtok)
+    ledger = SpendLedger()
+    result = executor(cands, DescriptorScoreRouter(), ledger=ledger).complete(query, cands, 0.0, key="tenant-a")
+    first, answered = result.calls
+    assert (first.model_id, first.status) == (chosen, "failed") and "(billed 1000+500 tokens)" in first.reason
+    assert (first.prompt_tokens, first.completion_tokens) == (1000, 500) and first.cost_usd == pytest.approx(billed)
+    assert (answered.model_id, answered.status) == (second, "ok") and result.final_model == second
+    assert result.total_cost_usd == pytest.approx(billed + answered.cost_usd)
+    snap = ledger.snapshot()
+    assert snap.by_model[chosen].failures == 1 and snap.by_model[chosen].cost_usd == pytest.approx(billed)
+    assert snap.by_model[chosen].prompt_tokens == 1000
+    assert snap.by_key["tenant-a"].cost_usd == pytest.approx(billed + answered.cost_usd)
+
+
+def test_a_billed_failure_uses_up_the_request_budget(zeroeval_table, replay, offline):
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    cands = with_endpoints(replay, [offline[CHEAP], offline[STRONG]])
+    budget = offline[STRONG].estimate_cost_usd(query.tokens) * 1.5  # room for either call alone
+    billed_tokens = math.ceil(budget * 1e6 / offline[CHEAP].input_price_per_mtok) + 1  # the failed call bills all of it
+    replay.faults.always(CHEAP, no_content(billed_tokens, 0))
+    result = executor(cands, CheckedEscalation(CHEAP, STRONG, lambda t: True), budget_usd=budget).complete(query, cands, 0.0)
+    assert [(c.model_id, c.status) for c in result.calls] == [(CHEAP, "failed"), (STRONG, "skipped")]
+    assert result.calls[0].cost_usd > budget and "exceeds the $0.000000 left" in result.calls[1].reason
+    assert replay.model_hits[STRONG] == 0
+    assert result.stop == "failed" and result.message.startswith("every model within the budget failed; the other 1 exceed the budget")
+
+
+def test_budget_skips_and_failures_in_one_round_stop_as_failed(zeroeval_table, replay, offline):
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    cands = with_endpoints(replay, [offline[CHEAP], offline[STRONG]])
+    cheap_est, strong_est = (offline[m].estimate_cost_usd(query.tokens) for m in (CHEAP, STRONG))
+    budget = cheap_est * 2
+    assert budget < strong_est
+    replay.faults.always(CHEAP, Fault(status=503))
+    result = executor(cands, CheckedEscalation(CHEAP, STRONG, lambda t: True), budget_usd=budget).complete(query, cands, 0.0)
+    assert [(c.model_id, c.status) for c in result.calls] == [(CHEAP, "failed"), (STRONG, "skipped")]
+    assert not result.ok and result.stop == "failed"
+    assert result.message == f"every model within the budget failed; the other 1 exceed the budget (${budget:g} for this request, $0.000000 spent)"
+    # with an earlier answer: round 2's pick fails, the rest is over budget; the answer stands
+    cands = with_endpoints(replay, [offline[CHEAP], offline[FLAKY], offline[STRONG]])
+    recorded = replay.book.lookup(CHEAP, query.text)
+    cheap_cost = call_cost_usd(recorded.prompt_tokens, recorded.completion_tokens, offline[CHEAP].input_price_per_mtok,
+                               offline[CHEAP].output_price_per_mtok)
+    budget = cheap_cost + offline[FLAKY].estimate_cost_usd(query.tokens) * 2
+    assert budget - cheap_cost < strong_est
+    replay.faults.clear()
+    replay.faults.always(FLAKY, Fault(status=503))
+    router = CheckedEscalation(CHEAP, FLAKY, lambda t: False)
+    result = executor(cands, router, max_rounds=3, budget_usd=budget).complete(query, cands, 0.0)
+    assert [(c.round, c.model_id, c.status) for c in result.calls] == [(1, CHEAP, "ok"), (2, FLAKY, "failed"), (2, STRONG, "skipped")]
+    assert result.stop == "failed" and result.ok and result.final_model == CHEAP
+    assert "the other 1 exceed the budget" in result.message and result.message.endswith(f"the answer of {CHEAP} stands")
+
+
+def test_the_budget_alone_still_stops_as_budget(zeroeval_table, replay, offline):
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    cands = with_endpoints(replay, [offline[CHEAP], offline[STRONG]])
+    budget = offline[CHEAP].estimate_cost_usd(query.tokens) / 10
+    result = executor(cands, CheckedEscalation(CHEAP, STRONG, lambda t: True), budget_usd=budget).complete(query, cands, 0.0)
+    assert result.stop == "budget" and [c.status for c in result.calls] == ["skipped", "skipped"] and replay.requests == 0
+
+
+def test_a_model_repriced_while_its_call_is_in_flight(zeroeval_table, replay, offline):
+    """The executor leases its provider from the pool: a re-priced descriptor retires the old
+    provider, which finishes the call in flight and closes afterwards."""
+    query, _ = prompt(zeroeval_table, "crux/crux-test-#102")
+    (desc,) = with_endpoints(replay, [offline[CHEAP]])
+    repriced = desc.with_changes(input_price_per_mtok=desc.input_price_per_mtok * 2)
+    ex = executor([desc], CheckedEscalation(CHEAP, CHEAP, lambda t: True))
+    old = ex.providers.get(desc)
+    seen = []
+
+    def reprice_in_flight(hit):
+        if hit == 1:
+            seen.append(ex.providers.get(repriced))  # the registry re-prices the model meanwhile
+        return None
+
+    replay.faults.plan[CHEAP] = reprice_in_flight
+    result = ex.complete(query, [desc], 0.0)
+    assert [(c.model_id, c.status) for c in result.calls] == [(CHEAP, "ok")], result.calls
+    recorded = replay.book.lookup(CHEAP, query.text)
+    assert result.calls[0].cost_usd == pytest.approx(call_cost_usd(recorded.prompt_tokens, recorded.completion_tokens,
+                                                                   desc.input_price_per_mtok, desc.output_price_per_mtok))
+    (new,) = seen
+    assert new is not old and old._client.is_closed() and not new._client.is_closed()
+    # a lease taken before the re-pricing keeps the old provider usable until it ends
+    with ex.lease(repriced) as leased:
+        assert leased is new
+        ex.providers.get(desc)  # priced back
+        assert not leased._client.is_closed()
+        assert leased.complete(query.text).text == recorded.text
+    assert new._client.is_closed()
+    again = ex.complete(query, [desc], 0.0)
+    assert again.ok and ex.providers.get(desc) is not old
+    ex.providers.close()

@@ -1,15 +1,21 @@
 """ChatProvider over real HTTP on loopback: usage and cost, retries with backoff and Retry-After,
-timeouts, typed errors, and keys that never reach logs or messages."""
+timeouts, typed errors, and keys that never reach logs or messages; odd bodies (slow, stalled,
+malformed, cut short, billed without content), the call deadline, and a retired provider's
+lifetime (hold/release/close_when_idle, a pool's lease)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import threading
 import time
 
 import pytest
 
 from routerl.descriptors.model import Endpoint, ModelDescriptor
 from routerl.live.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from routerl.live.pool import ProviderPool
 from routerl.live.provider import ChatProvider, RetryPolicy, call_cost_usd, parse_retry_after
 from routerl.live.replay import Fault, Recorded, ReplayBook, ReplayServer
 from tests.test_live_support import ScriptedFaults
@@ -166,3 +172,176 @@ def test_parse_retry_after():
     assert parse_retry_after("-3") == 0.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
+
+
+# -- body-level faults, billed failures, the call deadline, lifetime ------------------------------
+
+def body(content="4", usage=None, **message) -> bytes:
+    """A chat-completions body of our own (``content`` None = an answer without content)."""
+    payload = {"id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": "stop"}]}
+    if usage is not None:
+        payload["usage"] = usage
+    return json.dumps(payload).encode("utf-8")
+
+
+def test_answer_without_content_but_with_usage_is_an_error_carrying_its_billed_cost(server):
+    tool_call = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    server.faults.always(MODEL, Fault(body=body(None, {"prompt_tokens": 100, "completion_tokens": 50}, tool_calls=tool_call)))
+    with pytest.raises(ProviderError, match=r"no choices\[0\]\.message\.content \(billed 100\+50 tokens\)") as err:
+        provider(server).complete(PROMPT)
+    assert type(err.value) is ProviderError and server.model_hits[MODEL] == 1  # not retried
+    assert (err.value.prompt_tokens, err.value.completion_tokens) == (100, 50)
+    assert err.value.cost_usd == pytest.approx(call_cost_usd(100, 50, 1.0, 4.0))
+    # without usage nothing was billed: the error carries zeros
+    server.faults.always(MODEL, Fault(body=body(None)))
+    with pytest.raises(ProviderError, match="no choices") as err:
+        provider(server).complete(PROMPT)
+    assert (err.value.prompt_tokens, err.value.completion_tokens, err.value.cost_usd) == (0, 0, 0.0)
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -5, "completion_tokens": 7}, {"prompt_tokens": 12, "completion_tokens": True},
+                                   {"prompt_tokens": 1.5, "completion_tokens": 3}], ids=["negative", "bool", "float"])
+def test_usage_that_is_not_a_count_is_estimated(server, usage):
+    server.faults.always(MODEL, Fault(body=body("four", usage)))
+    answer = provider(server).complete(PROMPT)
+    assert answer.text == "four" and answer.usage_estimated
+    assert answer.prompt_tokens >= 1 and answer.completion_tokens == 1 and answer.cost_usd > 0
+
+
+def test_a_body_dripping_past_the_timeout_is_a_timeout(server):
+    # the whole body takes ~20 x 0.05 s = 1 s; no single read waits longer than 0.05 s
+    server.faults.always(MODEL, Fault(body=body("x" * 100, {"prompt_tokens": 1, "completion_tokens": 1}), drip_s=0.05, drip_bytes=10))
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match=r"no answer within 0.3 s \(the body was still arriving\)"):
+        provider(server, timeout_s=0.3).complete(PROMPT)
+    assert time.monotonic() - started < 2.0 and server.model_hits[MODEL] == 1
+
+
+def test_a_body_that_stops_arriving_is_a_timeout(server):
+    # the headers come at once, the body's first piece only after 3 s
+    server.faults.always(MODEL, Fault(body=body("late"), drip_s=3.0))
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match=r"no answer within 0.3 s \(the body stopped arriving\)"):
+        provider(server, timeout_s=0.3).complete(PROMPT)
+    assert time.monotonic() - started < 2.0 and server.model_hits[MODEL] == 1
+
+
+def test_a_slow_body_within_the_timeout_is_an_answer(server):
+    server.faults.always(MODEL, Fault(body=body("slow but fine", {"prompt_tokens": 3, "completion_tokens": 4}), drip_s=0.01, drip_bytes=64))
+    answer = provider(server, timeout_s=5.0).complete(PROMPT)
+    assert answer.text == "slow but fine" and (answer.prompt_tokens, answer.completion_tokens) == (3, 4)
+
+
+@pytest.mark.parametrize("raw, what", [(b"<html>502 Bad Gateway</html>", "JSONDecodeError"), (b'{"choices": "\xff\xfe"}', "UnicodeDecodeError")],
+                         ids=["not-json", "not-utf8"])
+def test_a_malformed_body_is_a_provider_error_not_retried(server, raw, what):
+    server.faults.always(MODEL, Fault(body=raw))
+    with pytest.raises(ProviderError, match=rf"malformed response \({what}") as err:
+        provider(server).complete(PROMPT)
+    assert type(err.value) is ProviderError and server.model_hits[MODEL] == 1
+
+
+def test_a_body_cut_short_is_unavailable_and_retried(server):
+    server.faults.first(MODEL, 1, Fault(body=body("cut", {"prompt_tokens": 1, "completion_tokens": 1}), cut_after=20))
+    sleeps = Sleeps()
+    assert provider(server, sleep=sleeps).complete(PROMPT).tries == 2 and sleeps == [0.01]
+    server.faults.always(MODEL, Fault(body=body("cut"), cut_after=20))
+    with pytest.raises(ProviderUnavailable, match=r"connection failed \(.*\) \(2 tries\)"):
+        provider(server, attempts=2).complete(PROMPT)
+
+
+def test_any_other_client_failure_is_a_provider_error(server, monkeypatch):
+    p = provider(server)
+
+    def broken(**kwargs):
+        raise RuntimeError("the client broke")
+
+    monkeypatch.setattr(p._client.chat.completions.with_streaming_response, "create", broken)
+    with pytest.raises(ProviderError, match=r"client error \(RuntimeError: the client broke\)") as err:
+        p.complete(PROMPT)
+    assert type(err.value) is ProviderError
+
+
+def test_the_call_timeout_is_a_deadline_for_retries_and_waits(server):
+    # a retry whose wait (Retry-After 0.4 s) would end past the 0.3 s deadline is not started
+    server.faults.always(MODEL, Fault(status=503, headers={"Retry-After": "0.4"}))
+    sleeps = Sleeps()
+    with pytest.raises(ProviderUnavailable, match=r"HTTP 503 \(no time for a retry before the 0.3 s deadline\)") as err:
+        provider(server, sleep=sleeps).complete(PROMPT, timeout_s=0.3)
+    assert sleeps == [] and server.model_hits[MODEL] == 1
+    assert err.value.status == 503 and err.value.retry_after_s == pytest.approx(0.4)  # kept through the new reason
+
+
+def test_each_try_gets_what_is_left_of_the_call_deadline(server):
+    # try 1: a fast 503; try 2 hangs: it gets the 0.5 s deadline's rest, not the provider's 5 s
+    server.faults.plan[MODEL] = lambda hit: Fault(status=503) if hit == 1 else Fault(delay_s=3.0)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match=r"\(2 tries\)") as err:
+        provider(server, timeout_s=5.0).complete(PROMPT, timeout_s=0.5)
+    assert time.monotonic() - started < 2.0
+    given = float(re.search(r"no answer within ([0-9.]+) s", err.value.reason).group(1))
+    assert 0 < given < 0.5
+
+
+def test_retried_timeouts_stay_within_the_call_deadline(server):
+    server.faults.always(MODEL, Fault(delay_s=3.0))
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="no time for a retry before the 0.6 s deadline"):
+        provider(server, timeout_s=0.25, attempts=10, retry_timeouts=True).complete(PROMPT, timeout_s=0.6)
+    assert time.monotonic() - started < 2.0  # 10 tries of 0.25 s would take 2.5 s
+    assert 2 <= server.model_hits[MODEL] <= 1 + 4
+
+
+def test_retry_after_and_status_survive_the_tries_note(server):
+    server.faults.always(MODEL, Fault(status=429, headers={"Retry-After": "0.05"}))
+    with pytest.raises(ProviderUnavailable, match=r"HTTP 429 \(2 tries\)") as err:
+        provider(server, attempts=2).complete(PROMPT)
+    assert err.value.status == 429 and err.value.retry_after_s == pytest.approx(0.05)
+
+
+def test_a_retired_provider_closes_when_its_last_user_ends(server):
+    p = provider(server)
+    p.hold()
+    p.close_when_idle()
+    assert not p._client.is_closed()  # a call still uses it
+    assert p.complete(PROMPT).text == '{"answer": "4"}'
+    p.release()
+    assert p._client.is_closed()
+    idle = provider(server)
+    idle.close_when_idle()
+    assert idle._client.is_closed()  # nobody used it: closed at once
+
+
+def test_a_retired_provider_finishes_its_call_in_flight(server):
+    p = provider(server)
+    in_flight = threading.Event()
+
+    def slow(hit):
+        in_flight.set()
+        return Fault(delay_s=0.3)
+
+    server.faults.plan[MODEL] = slow
+    out = {}
+    caller = threading.Thread(target=lambda: out.setdefault("answer", p.complete(PROMPT)))
+    caller.start()
+    assert in_flight.wait(5)
+    p.close_when_idle()  # re-priced meanwhile: retired, not closed under the call
+    caller.join(5)
+    assert out["answer"].text == '{"answer": "4"}'
+    assert p._client.is_closed()
+
+
+def test_pool_lease_keeps_a_replaced_provider_open_until_the_lease_ends(server):
+    pool = ProviderPool(timeout_s=5.0, retry=RetryPolicy(attempts=1), env={"TOY_KEY": KEY})
+    desc = ModelDescriptor("toy", 1.0, 4.0, endpoint=Endpoint(server.base_url, MODEL, "TOY_KEY"))
+    with pool.lease(desc) as leased:
+        fresh = pool.get(desc.with_changes(input_price_per_mtok=2.0))  # re-priced between look-up and call
+        assert fresh is not leased and not leased._client.is_closed()
+        answer = leased.complete(PROMPT)  # the old price still applies to the call it was leased for
+        assert answer.cost_usd == pytest.approx(call_cost_usd(12, 30, 1.0, 4.0))
+    assert leased._client.is_closed() and not fresh._client.is_closed()
+    assert fresh.complete(PROMPT).cost_usd == pytest.approx(call_cost_usd(12, 30, 2.0, 4.0))
+    with pool.lease(desc.with_changes(endpoint=None)) as none:
+        assert none is None
+    pool.close()

@@ -3,6 +3,8 @@
 A "key" is the caller's API key *id* or tenant string (never a secret). ``SpendLedger.record``
 is called once per provider call (failed calls count as calls with their cost, usually 0);
 ``snapshot()`` returns plain numbers for a status page or a metrics exporter. Thread-safe.
+Spend only grows: a cost that is negative or not a finite number (a provider's bogus usage, a
+bug) is counted as 0 and logged, never as a refund; negative token counts count as 0.
 
 Per-key budgets: ``budgets`` maps key -> USD (``default_budget_usd`` applies to keys not listed;
 None = unlimited). ``remaining_usd(key)`` is what is left; ``exhausted(key)`` is True once
@@ -17,10 +19,13 @@ in it and kept up to date.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +77,15 @@ def _budget(name: str, value: Any) -> float | None:
     return float(value)
 
 
+def _spend(name: str, value: Any, model_id: str) -> float:
+    """``value`` (a cost or a token count) when it is a finite number >= 0; anything else is
+    logged and counted as 0."""
+    if not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return value
+    log.error("%s: field '%s' of a call is %r; counted as 0 (spend never goes down)", model_id, name, value)
+    return 0.0
+
+
 class SpendLedger:
     """Thread-safe spend counters per model and per key (see the module docstring)."""
 
@@ -121,8 +135,12 @@ class SpendLedger:
         completion_tokens: int = 0,
         ok: bool = True,
     ) -> None:
-        """Count one provider call of ``model_id`` made for ``key``."""
+        """Count one provider call of ``model_id`` made for ``key`` (a cost that is negative or not
+        finite counts as 0: spend never goes down)."""
         key = key or ANONYMOUS
+        cost_usd = _spend("cost_usd", cost_usd, model_id)
+        prompt_tokens = int(_spend("prompt_tokens", prompt_tokens, model_id))
+        completion_tokens = int(_spend("completion_tokens", completion_tokens, model_id))
         with self._lock:
             m = self._models.setdefault(model_id, ModelSpend())
             m.calls += 1

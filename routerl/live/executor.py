@@ -18,12 +18,20 @@ not a fallback (the router may still choose it again explicitly).
 Budgets: a call is never started when its estimated cost (``ModelDescriptor.estimate_cost_usd``)
 exceeds what is left of the request's budget (``budget_usd``, lowered to what is left of the
 caller key's budget); such a model is recorded as ``skipped`` with the numbers, and the next
-model in the ranking is tried. When a caller key's budget is exhausted, ``key_budget_policy``
-decides: ``refuse`` answers nothing (``stop='refused'``); ``cheapest`` skips the router and calls
-the cheapest acceptable model (overall probe score >= ``min_acceptable_score``), one round.
+model in the ranking is tried. The check is against the *estimate*: a call's real cost (from the
+usage its provider reports) may exceed it, and is counted in full, so a request's spend can end
+above its budget by at most one call's overrun. When nothing was called in a round because
+every model left was over budget, the request stops with ``stop='budget'``; when a model within
+the budget was called and failed, it is ``stop='failed'``. When a caller key's budget is
+exhausted, ``key_budget_policy`` decides: ``refuse`` answers nothing (``stop='refused'``);
+``cheapest`` skips the router and calls the cheapest acceptable model (overall probe score >=
+``min_acceptable_score``), one round.
 
 Every call is reported (``CallRecord``: model, round, status ok/failed/skipped with a reason,
-latency, tokens, cost, whether it was a fallback) and counted in the ``SpendLedger``.
+latency, tokens, cost, whether it was a fallback) and counted in the ``SpendLedger``. A failed
+call costs what its provider billed (an answer without content whose usage was reported), else 0.
+A provider that raises something other than a ``ProviderError`` (a bug, a broken client) is a
+failed call too (logged with its traceback): the request falls back.
 
 Per request, ``complete()`` may lower the executor's settings (``max_rounds``, ``budget_usd``,
 ``timeout_s``: the lower of the two applies), pass ``on_call`` (called with each ``CallRecord``
@@ -36,12 +44,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Literal, Mapping, Protocol, Sequence
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.live.accounting import SpendLedger
-from routerl.live.errors import ProviderError
+from routerl.live.errors import ProviderError, shorten
 from routerl.live.pool import ProviderPool
 from routerl.live.provider import ProviderAnswer
 from routerl.routers.base import Attempt, Decision, Query, Router
@@ -190,6 +199,12 @@ class Executor:
             return self.providers.get(desc)
         return self.providers.get(desc.id)
 
+    def lease(self, desc: ModelDescriptor) -> "AbstractContextManager[Provider | None]":
+        """``provider_for(desc)`` held for a ``with`` block (a pool does not close it meanwhile)."""
+        if isinstance(self.providers, ProviderPool):
+            return self.providers.lease(desc)
+        return nullcontext(self.providers.get(desc.id))
+
     # -- one request ---------------------------------------------------------------------------
     def complete(
         self,
@@ -231,6 +246,16 @@ class Executor:
                     "refused", f"the budget of key {key or 'anonymous'} (${self.ledger.budget_usd(key):g}) is spent")
             return run(request_budget).cheapest_acceptable()
         return run(_lowest(request_budget, self.ledger.remaining_usd(key))).routed()
+
+
+def _billed(exc: Exception) -> tuple[float, int, int]:
+    """(cost, prompt tokens, completion tokens) a failed call was billed: what a ``ProviderError``
+    carries (finite, >= 0), else nothing."""
+    cost = getattr(exc, "cost_usd", 0.0) if isinstance(exc, ProviderError) else 0.0
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
+        return 0.0, 0, 0
+    pt, ct = getattr(exc, "prompt_tokens", 0), getattr(exc, "completion_tokens", 0)
+    return float(cost), int(pt) if isinstance(pt, int) and pt > 0 else 0, int(ct) if isinstance(ct, int) and ct > 0 else 0
 
 
 def _lowest(*values: float | None) -> float | None:
@@ -304,7 +329,7 @@ class _Run:
     def call_in_order(self, rnd: int, order: list[str]) -> CompletionResult | None:
         """Call the first model of ``order`` that can answer; None when one did (the request
         goes on), else the finished result."""
-        budget_skips = 0
+        budget_skips = failed_calls = 0
         for position, model_id in enumerate(order):
             fallback = position > 0
             if model_id in self.failed or (fallback and model_id in self.answered):
@@ -326,30 +351,42 @@ class _Run:
                 return self.finish("deadline", f"the request's {self.timeout_s:g} s ran out")
             if self.call(rnd, desc, fallback, time_left):
                 return None
-        if budget_skips:
-            return self.finish("budget", f"no model left whose estimated cost fits the budget (${self.budget:g} for this request, ${self.spent:.6f} spent)")
+            failed_calls += 1
+        over = f"${self.budget:g} for this request, ${self.spent:.6f} spent" if budget_skips else ""
+        if budget_skips and not failed_calls:  # the budget alone stopped this round
+            return self.finish("budget", f"no model left whose estimated cost fits the budget ({over})")
+        rest = f"; the other {budget_skips} exceed the budget ({over})" if budget_skips else ""
         if self.attempts:
-            return self.finish("failed", f"no further model could answer; the answer of {self.attempts[-1].model_id} stands")
+            return self.finish("failed", f"no further model could answer{rest}; the answer of {self.attempts[-1].model_id} stands")
+        if budget_skips:
+            return self.finish("failed", f"every model within the budget failed{rest}")
         return self.finish("failed", "every candidate failed")
 
     def call(self, rnd: int, desc: ModelDescriptor, fallback: bool, time_left: float | None) -> bool:
         """Call one model; record it; True when it answered."""
-        provider = self.ex.provider_for(desc)
-        if provider is None:
-            self.failed.add(desc.id)
-            self.record(CallRecord(rnd, desc.id, "failed", "no endpoint for this model", fallback=fallback))
-            return False
-        timeout = provider.timeout_s if time_left is None else min(provider.timeout_s, time_left)
-        started = time.monotonic()
-        try:
-            answer = provider.complete(self.messages, timeout_s=timeout)
-        except ProviderError as exc:
-            self.failed.add(desc.id)
-            latency = (time.monotonic() - started) * 1000.0
-            self.record(CallRecord(rnd, desc.id, "failed", f"{exc.kind}: {exc.reason}", latency_ms=latency, fallback=fallback))
-            self.ex.ledger.record_call(self.key, desc.id, ok=False)
-            log.info("%s failed (%s: %s); falling back", desc.id, exc.kind, exc.reason)
-            return False
+        with self.ex.lease(desc) as provider:
+            if provider is None:
+                self.failed.add(desc.id)
+                self.record(CallRecord(rnd, desc.id, "failed", "no endpoint for this model", fallback=fallback))
+                return False
+            timeout = provider.timeout_s if time_left is None else min(provider.timeout_s, time_left)
+            started = time.monotonic()
+            try:
+                answer = provider.complete(self.messages, timeout_s=timeout)
+            except Exception as exc:  # noqa: BLE001 - a provider's failure is this call's, not the request's
+                if isinstance(exc, ProviderError):
+                    reason = f"{exc.kind}: {exc.reason}"
+                    log.info("%s failed (%s); falling back", desc.id, reason)
+                else:
+                    reason = f"error: {type(exc).__name__}: {shorten(exc)}"
+                    log.exception("%s: the provider raised %s; falling back", desc.id, type(exc).__name__)
+                self.failed.add(desc.id)
+                cost, pt, ct = _billed(exc)
+                self.spent += cost
+                self.record(CallRecord(rnd, desc.id, "failed", reason, latency_ms=(time.monotonic() - started) * 1000.0,
+                                       prompt_tokens=pt, completion_tokens=ct, cost_usd=cost, fallback=fallback))
+                self.ex.ledger.record_call(self.key, desc.id, cost_usd=cost, prompt_tokens=pt, completion_tokens=ct, ok=False)
+                return False
         self.spent += answer.cost_usd
         self.answered.add(desc.id)
         self.attempts.append(Attempt(desc.id, answer.text, answer.cost_usd))

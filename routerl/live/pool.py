@@ -5,13 +5,20 @@ executor asks the pool for a descriptor's provider at call time. The pool keeps 
 ``ChatProvider`` per (id, endpoint, prices) -- a changed descriptor gets a fresh one -- and a
 descriptor whose provider cannot be built (no endpoint, its key variable unset) gets ``None`` or
 a provider whose calls fail with that reason, so the executor falls back and says why.
+
+A replaced provider is not closed under a call that is using it: it is retired
+(``ChatProvider.close_when_idle``) and closes its connections when its last call ends. The
+executor takes its provider with ``lease(desc)``, which counts the use from the moment the
+provider is looked up (under the pool's lock), so a model re-priced between the look-up and the
+call cannot close the client it is about to use.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from routerl.descriptors.model import ModelDescriptor
 from routerl.live.errors import ProviderError
@@ -31,6 +38,15 @@ class UnusableProvider:
 
     def complete(self, messages, *, timeout_s: float | None = None) -> ProviderAnswer:
         raise self.error
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+    def close_when_idle(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -54,23 +70,42 @@ class ProviderPool:
     def get(self, desc: ModelDescriptor):
         if desc.endpoint is None:
             return None
-        key = self._key(desc)
         with self._lock:
-            provider = self._cache.get(key)
-            if provider is None:
-                stale = [k for k in self._cache if k[0] == desc.id]
-                for k in stale:  # the descriptor changed: drop its old provider
-                    self._cache.pop(k).close()
-                try:
-                    provider = ChatProvider.from_descriptor(desc, **self.options)
-                except ProviderError as exc:
-                    log.warning("%s", exc)
-                    provider = UnusableProvider(exc)
-                except ValueError as exc:  # a malformed endpoint (e.g. a base_url that is not http(s))
-                    log.warning("%s: %s", desc.id, exc)
-                    provider = UnusableProvider(ProviderError(desc.id, f"unusable endpoint: {exc}"))
-                self._cache[key] = provider
-            return provider
+            return self._get_locked(desc)
+
+    @contextmanager
+    def lease(self, desc: ModelDescriptor) -> Iterator[Any]:
+        """``get(desc)`` for the length of a ``with`` block: the provider (None without an
+        endpoint) is held from the look-up on, so replacing the descriptor meanwhile does not
+        close it under the caller."""
+        if desc.endpoint is None:
+            yield None
+            return
+        with self._lock:
+            provider = self._get_locked(desc)
+            provider.hold()
+        try:
+            yield provider
+        finally:
+            provider.release()
+
+    def _get_locked(self, desc: ModelDescriptor):
+        key = self._key(desc)
+        provider = self._cache.get(key)
+        if provider is None:
+            stale = [k for k in self._cache if k[0] == desc.id]
+            for k in stale:  # the descriptor changed: retire its old provider (closed once no call uses it)
+                self._cache.pop(k).close_when_idle()
+            try:
+                provider = ChatProvider.from_descriptor(desc, **self.options)
+            except ProviderError as exc:
+                log.warning("%s", exc)
+                provider = UnusableProvider(exc)
+            except ValueError as exc:  # a malformed endpoint (e.g. a base_url that is not http(s))
+                log.warning("%s: %s", desc.id, exc)
+                provider = UnusableProvider(ProviderError(desc.id, f"unusable endpoint: {exc}"))
+            self._cache[key] = provider
+        return provider
 
     def close(self) -> None:
         with self._lock:

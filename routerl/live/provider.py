@@ -14,22 +14,43 @@ waiting ``base_delay_s * 2**n`` (capped at ``max_delay_s``) or the server's ``Re
 it asks for longer; a ``Retry-After`` beyond ``max_delay_s`` ends the retries at once (waiting
 less would ignore the server). Timeouts are not retried unless ``retry_timeouts`` is set: a
 hung provider should not eat a request's time budget several times over; the executor falls back
-to another model instead. Cost = prompt tokens x input price + completion tokens x output price
-(per million tokens), from the usage the provider reports.
+to another model instead.
+
+Time: ``timeout_s`` (the provider's) limits each try, from sending the request to the last byte
+of the answer: the body is read in chunks and a try still reading when its time is up ends as a
+``ProviderTimeout`` (a provider that drips its answer cannot hold a call past it; one read may
+overrun by at most the time left when the try started). ``complete(timeout_s=...)`` is a deadline
+for the whole call, retries and waits included: each try gets the lower of the two, and no retry
+(nor its wait) is started that would end past the deadline.
+
+Cost = prompt tokens x input price + completion tokens x output price (per million tokens), from
+the usage the provider reports; usage that is missing or not a count (negative, not an integer)
+is estimated from the text instead (4 characters per token; ``usage_estimated``). An answer
+without content whose usage was reported is a ``ProviderError`` that carries that cost (it was
+billed).
+
+A malformed body (not JSON, not UTF-8) is a ``ProviderError`` ("malformed response"), as is any
+other failure inside the HTTP client, so the caller falls back instead of failing.
+
+A provider replaced while calls are using it (e.g. a re-priced model in a ``ProviderPool``) is
+retired with ``close_when_idle()``: it closes its connections when its last call ends.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import math
 import os
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from routerl.descriptors.model import Endpoint, ModelDescriptor
-from routerl.live.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from routerl.live.errors import ProviderError, ProviderTimeout, ProviderUnavailable, shorten
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +133,26 @@ def _estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+def _token_count(value: Any) -> int | None:
+    """``value`` when it is a token count (an int >= 0, not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def _http_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(timeout errors, other transport errors) of the HTTP libraries the ``openai`` client may
+    use (``httpx``, or ``httpx2`` in newer releases) -- raised while a body is read."""
+    timeouts: list[type] = []
+    transport: list[type] = []
+    for name in ("httpx", "httpx2"):
+        module = sys.modules.get(name)
+        if module is not None:
+            timeouts.append(module.TimeoutException)
+            transport.append(module.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
 Messages = Sequence[Mapping[str, str]]
 
 
@@ -122,7 +163,7 @@ class ChatProvider:
         endpoint: base URL, provider model name, key variable name.
         input_price_per_mtok, output_price_per_mtok: USD per million tokens, for ``cost_usd``.
         model_id: the id used in errors and accounting (defaults to the provider model name).
-        timeout_s: per-request timeout in seconds.
+        timeout_s: per-request timeout in seconds (each try, request sent to last byte read).
         retry: the retry policy.
         max_tokens: an optional cap on the answer length; temperature: 0 by default (greedy).
         env: where to read the key from (``os.environ`` by default).
@@ -158,6 +199,10 @@ class ChatProvider:
         self.temperature = temperature
         self._sleep = sleep
         self._client = self._make_client(self._read_key(env if env is not None else os.environ))
+        self._uses = 0  # calls (and leases, see hold) using the client now
+        self._retired = False
+        self._closed = False
+        self._uses_lock = threading.Lock()
 
     @classmethod
     def from_descriptor(cls, desc: ModelDescriptor, **options: Any) -> "ChatProvider":
@@ -194,31 +239,38 @@ class ChatProvider:
     def complete(self, messages: Messages | str, *, timeout_s: float | None = None) -> ProviderAnswer:
         """Send a chat completion; retries per the policy. Raises a ``ProviderError`` subclass.
 
-        ``messages``: OpenAI chat messages, or a string sent as one user message. ``timeout_s``
-        overrides the per-request timeout for this call (e.g. a request's remaining time).
+        ``messages``: OpenAI chat messages, or a string sent as one user message. ``timeout_s``: a
+        deadline for this whole call, retries and their waits included (e.g. a request's
+        remaining time); each try gets the lower of it and the per-request timeout.
         """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        timeout = self.timeout_s if timeout_s is None else max(0.001, float(timeout_s))
         started = time.monotonic()
+        deadline = None if timeout_s is None else started + max(0.001, float(timeout_s))
         failed = 0
-        while True:
-            try:
-                response = self._request(messages, timeout)
-            except ProviderError as exc:
-                failed += 1
-                wait, note = self._retry_wait(exc, failed)
-                if wait is None:
-                    if failed > 1:
-                        note = f"{note}; " if note else ""
-                        raise type(exc)(exc.model_id, f"{exc.reason} ({note}{failed} tries)", exc.status) from None
-                    if note:
-                        raise type(exc)(exc.model_id, f"{exc.reason} ({note})", exc.status) from None
-                    raise
-                log.info("%s: %s; retry %d of %d in %.2f s", self.model_id, exc.reason, failed, self.retry.attempts - 1, wait)
-                self._sleep(wait)
-                continue
-            return self._answer(response, messages, (time.monotonic() - started) * 1000.0, failed + 1)
+        self.hold()
+        try:
+            while True:
+                timeout = self.timeout_s if deadline is None else max(0.001, min(self.timeout_s, deadline - time.monotonic()))
+                try:
+                    data = self._request(messages, timeout)
+                    return self._answer(data, messages, (time.monotonic() - started) * 1000.0, failed + 1)
+                except ProviderError as exc:
+                    failed += 1
+                    wait, note = self._retry_wait(exc, failed)
+                    if wait is not None and deadline is not None and time.monotonic() + wait >= deadline:
+                        wait, note = None, f"no time for a retry before the {float(timeout_s):g} s deadline"
+                    if wait is None:
+                        if failed > 1:
+                            note = f"{note}; " if note else ""
+                            raise _with_reason(exc, f"{exc.reason} ({note}{failed} tries)") from None
+                        if note:
+                            raise _with_reason(exc, f"{exc.reason} ({note})") from None
+                        raise
+                    log.info("%s: %s; retry %d of %d in %.2f s", self.model_id, exc.reason, failed, self.retry.attempts - 1, wait)
+                    self._sleep(wait)
+        finally:
+            self.release()
 
     def _retry_wait(self, exc: ProviderError, failed: int) -> tuple[float | None, str]:
         """(seconds to wait before the next try, or None to give up; a note on why not)."""
@@ -236,7 +288,8 @@ class ChatProvider:
             wait = max(wait, retry_after)
         return wait, ""
 
-    def _request(self, messages: Messages, timeout: float):
+    def _request(self, messages: Messages, timeout: float) -> Any:
+        """One try: the decoded JSON body of a 2xx answer, read within ``timeout`` seconds in all."""
         import openai
 
         options: dict[str, Any] = {}
@@ -244,12 +297,22 @@ class ChatProvider:
             options["max_tokens"] = self.max_tokens
         if self.temperature is not None:
             options["temperature"] = self.temperature
+        try_deadline = time.monotonic() + timeout
+        timeouts, transport = _http_errors()
         try:
-            return self._client.chat.completions.create(
+            with self._client.chat.completions.with_streaming_response.create(
                 model=self.endpoint.model_name, messages=list(messages), timeout=timeout, **options
-            )
+            ) as response:
+                chunks = []
+                for chunk in response.iter_bytes():  # each read waits at most `timeout`
+                    chunks.append(chunk)
+                    if time.monotonic() > try_deadline:
+                        raise ProviderTimeout(self.model_id, f"no answer within {round(timeout, 3):g} s (the body was still arriving)")
+            return json.loads(b"".join(chunks).decode("utf-8"))
+        except ProviderError:
+            raise
         except openai.APITimeoutError:
-            raise ProviderTimeout(self.model_id, f"no answer within {timeout:g} s") from None
+            raise ProviderTimeout(self.model_id, f"no answer within {round(timeout, 3):g} s") from None
         except openai.APIConnectionError as exc:
             raise ProviderUnavailable(self.model_id, f"connection failed ({type(exc.__cause__ or exc).__name__})") from None
         except openai.APIStatusError as exc:
@@ -261,34 +324,85 @@ class ChatProvider:
             if status in (401, 403):  # the body may echo part of the key: never repeat it
                 detail = f"authentication failed (check the key in ${self.endpoint.api_key_env or '<none>'})"
             else:
-                detail = _short(exc.message)
+                detail = shorten(exc.message)
             raise ProviderError(self.model_id, f"HTTP {status}: {detail}", status) from None
         except openai.OpenAIError as exc:
             raise ProviderError(self.model_id, f"bad response ({type(exc).__name__})") from None
+        except timeouts:  # a body read that waited past the timeout
+            raise ProviderTimeout(self.model_id, f"no answer within {round(timeout, 3):g} s (the body stopped arriving)") from None
+        except transport as exc:  # the connection broke while the body was read (e.g. a truncated body)
+            raise ProviderUnavailable(self.model_id, f"connection failed ({type(exc).__name__})") from None
+        except ValueError as exc:  # not UTF-8, not JSON
+            raise ProviderError(self.model_id, f"malformed response ({type(exc).__name__}: {shorten(exc, 80)})") from None
+        except Exception as exc:  # noqa: BLE001 - any other client failure (e.g. a closed client) is this call's
+            log.warning("%s: the HTTP client failed", self.model_id, exc_info=True)
+            raise ProviderError(self.model_id, f"client error ({type(exc).__name__}: {shorten(exc, 80)})") from None
 
-    def _answer(self, response: Any, messages: Messages, latency_ms: float, tries: int) -> ProviderAnswer:
+    def _answer(self, data: Any, messages: Messages, latency_ms: float, tries: int) -> ProviderAnswer:
+        """The answer in a decoded body; a ``ProviderError`` (carrying the billed cost, when the
+        provider reported usage) when it has no text."""
         try:
-            text = response.choices[0].message.content
-        except (AttributeError, IndexError, TypeError):
+            text = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
             text = None
+        usage = data.get("usage") if isinstance(data, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        pt, ct = _token_count(usage.get("prompt_tokens")), _token_count(usage.get("completion_tokens"))
         if not isinstance(text, str):
-            raise ProviderError(self.model_id, "malformed response: no choices[0].message.content")
-        usage = getattr(response, "usage", None)
-        pt = getattr(usage, "prompt_tokens", None)
-        ct = getattr(usage, "completion_tokens", None)
-        estimated = not (isinstance(pt, int) and isinstance(ct, int))
+            if pt is None or ct is None:
+                raise ProviderError(self.model_id, "malformed response: no choices[0].message.content")
+            cost = call_cost_usd(pt, ct, self.input_price_per_mtok, self.output_price_per_mtok)
+            raise ProviderError(self.model_id, f"malformed response: no choices[0].message.content (billed {pt}+{ct} tokens)",
+                                prompt_tokens=pt, completion_tokens=ct, cost_usd=cost)
+        estimated = pt is None or ct is None
         if estimated:
-            log.warning("%s: the provider reported no token usage; cost is estimated from text length", self.model_id)
+            if usage:
+                log.warning("%s: the provider reported unusable token usage (prompt_tokens=%r, completion_tokens=%r); "
+                            "cost is estimated from text length", self.model_id, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            else:
+                log.warning("%s: the provider reported no token usage; cost is estimated from text length", self.model_id)
             pt = sum(_estimate_tokens(str(m.get("content", ""))) for m in messages)
             ct = _estimate_tokens(text)
         cost = call_cost_usd(pt, ct, self.input_price_per_mtok, self.output_price_per_mtok)
         return ProviderAnswer(text, int(pt), int(ct), cost, latency_ms, tries, estimated)
 
+    # -- lifetime ------------------------------------------------------------------------------
+    def hold(self) -> None:
+        """Count one more user of the client (``complete`` does; a pool's lease too): a retired
+        provider is not closed while it has any."""
+        with self._uses_lock:
+            self._uses += 1
+
+    def release(self) -> None:
+        """The end of a ``hold``; closes a retired provider whose last user this was."""
+        with self._uses_lock:
+            self._uses -= 1
+            close = self._retired and self._uses == 0 and not self._closed
+            self._closed = self._closed or close
+        if close:
+            self._client.close()
+
+    def close_when_idle(self) -> None:
+        """Retire the provider: close it now when no call is using it, else when the last ends."""
+        with self._uses_lock:
+            self._retired = True
+            close = self._uses == 0 and not self._closed
+            self._closed = self._closed or close
+        if close:
+            self._client.close()
+
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the HTTP connections (now, even while calls use them)."""
+        with self._uses_lock:
+            self._closed = True
         self._client.close()
 
 
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _with_reason(exc: ProviderError, reason: str) -> ProviderError:
+    """A copy of ``exc`` (same type, status, billed usage, ``Retry-After``) with another reason."""
+    out = type(exc)(exc.model_id, reason, exc.status, prompt_tokens=exc.prompt_tokens,
+                    completion_tokens=exc.completion_tokens, cost_usd=exc.cost_usd)
+    if getattr(exc, "retry_after_s", None) is not None:
+        out.retry_after_s = exc.retry_after_s
+    return out
+

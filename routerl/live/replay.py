@@ -4,8 +4,9 @@ It serves ``POST /v1/chat/completions`` on loopback. For the requested ``model``
 last user message's text among the outcome table's prompts and returns that model's recorded
 response, with the table's ``prompt_tokens``/``response_tokens`` as ``usage``. It lets you try
 probing and ``routerl complete`` without any API key, and it is what the tests call over real
-HTTP. A ``fault`` hook can make it answer with an HTTP error or hang first (for retry, timeout
-and fallback tests), and it counts every request per (model, prompt_id).
+HTTP. A ``fault`` hook can make it answer with an HTTP error or hang first, or send an odd body
+(one of its own, slowly, or cut short) for retry, timeout and fallback tests, and it counts every
+request per (model, prompt_id).
 
     python -m routerl.live.replay --data ../shared/data/zeroeval.jsonl.gz \\
         --models claude-3-5-haiku-20241022,gpt-4o-mini-2024-07-18 --port 8765
@@ -92,11 +93,25 @@ def load_responses(path: str | Path, models: Iterable[str]) -> dict[tuple[str, s
 @dataclass(frozen=True)
 class Fault:
     """What to do instead of (or before) answering: wait ``delay_s``, then, when ``status`` is
-    set, answer with that HTTP status (and ``headers``, e.g. ``Retry-After``)."""
+    set, answer with that HTTP status (and ``headers``, e.g. ``Retry-After``).
+
+    Body faults (all off by default; they apply to whatever body is sent):
+        body: these bytes are sent as the body instead of the recorded answer (or of the error
+            of ``status``), with status ``status`` or else 200 and ``headers``: a body that is not
+            JSON, not UTF-8, or a 200 answer without content.
+        drip_s: the body is sent in ``drip_bytes``-byte pieces with a pause of ``drip_s`` before
+            each (a provider that drips its answer); 0 sends it at once.
+        cut_after: only the first ``cut_after`` bytes of the body are sent (``Content-Length``
+            announces all of it), then the connection is closed: a truncated body.
+    """
 
     status: int = 0
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    drip_s: float = 0.0
+    drip_bytes: int = 8
+    cut_after: int | None = None
 
 
 # (model, prompt_id or "", hit number of this model, 1-based) -> a Fault, or None to answer
@@ -154,6 +169,10 @@ class ReplayServer:
     # -- request handling ---------------------------------------------------------------------
     def _answer(self, body: dict) -> tuple[int, dict, dict]:
         """(status, JSON payload, extra headers) for one chat-completions request body."""
+        return self._respond(body)[:3]
+
+    def _respond(self, body: dict) -> tuple[int, dict, dict, Fault | None]:
+        """``_answer`` and the fault applied (whose body faults the handler carries out)."""
         model = body.get("model")
         messages = body.get("messages")
         if not isinstance(model, str) or not isinstance(messages, list) or not messages:
@@ -171,11 +190,13 @@ class ReplayServer:
             if fault.delay_s > 0:
                 self._closing.wait(fault.delay_s)
             if fault.status:
-                return fault.status, _error(f"injected HTTP {fault.status}"), dict(fault.headers)
+                return fault.status, _error(f"injected HTTP {fault.status}"), dict(fault.headers), fault
+            if fault.body is not None:
+                return 200, {}, dict(fault.headers), fault
         if not self.book.knows_model(model):
-            return 404, _error(f"model {model!r} not found"), {}
+            return 404, _error(f"model {model!r} not found"), {}, fault
         if recorded is None:
-            return 404, _error(f"no recorded response of {model!r} to this prompt"), {}
+            return 404, _error(f"no recorded response of {model!r} to this prompt"), {}, fault
         payload = {
             "id": f"replay-{hit_no}",
             "object": "chat.completion",
@@ -189,7 +210,7 @@ class ReplayServer:
                 "completion_tokens": recorded.completion_tokens,
                 "total_tokens": recorded.prompt_tokens + recorded.completion_tokens,
             }
-        return 200, payload, {}
+        return 200, payload, {}, fault
 
     def _handler_class(self):
         server = self
@@ -200,18 +221,30 @@ class ReplayServer:
             def log_message(self, format, *args):  # quiet: tests and demos read their own output
                 pass
 
-            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode("utf-8")
+            def _send(self, status: int, payload: dict, headers: dict | None = None, fault: Fault | None = None) -> None:
+                data = fault.body if fault is not None and fault.body is not None else json.dumps(payload).encode("utf-8")
+                size = len(data)
+                if fault is not None and fault.cut_after is not None:
+                    data = data[: max(0, fault.cut_after)]
+                    self.close_connection = True  # the rest never comes: the client sees the body cut short
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Content-Length", str(size))
                     for k, v in (headers or {}).items():
                         self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(data)
+                    if fault is not None and fault.drip_s > 0:
+                        step = max(1, fault.drip_bytes)
+                        for i in range(0, len(data), step):
+                            if server._closing.wait(fault.drip_s):
+                                self.close_connection = True
+                                return
+                            self.wfile.write(data[i : i + step])
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test): nothing to answer
+                    self.close_connection = True  # the client gave up (a timeout test): nothing to answer
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -228,8 +261,8 @@ class ReplayServer:
                     return self._send(400, _error("the body is not JSON"))
                 if not isinstance(body, dict):
                     return self._send(400, _error("the body must be a JSON object"))
-                status, payload, headers = server._answer(body)
-                self._send(status, payload, headers)
+                status, payload, headers, fault = server._respond(body)
+                self._send(status, payload, headers, fault)
 
         return Handler
 
