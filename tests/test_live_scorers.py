@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routerl.live.scorers import (
+    check_gold,
     extract_answer,
     extract_choice,
     first_number,
@@ -89,6 +90,27 @@ def test_choice_score_and_gold_validation():
     with pytest.raises(ValueError, match="gold_answer"):
         score_choice("The answer is (C).", "K")
 
+
+
+@pytest.mark.parametrize("gold", ["C", "(c)", " j ", "A)"])
+def test_check_gold_accepts_a_choice_letter(gold):
+    check_gold("choice", gold)  # no error: score_choice can score against it
+    assert score_choice(f"The answer is ({gold.strip().strip('()').upper()}).", gold) == 1.0
+
+
+@pytest.mark.parametrize("gold", ["K", "AB", "", "()", "1", "42", "(A) Paris"])
+def test_check_gold_refuses_a_choice_gold_that_is_not_one_letter(gold):
+    """The check a probe set passes before anything is paid for: the same rule as score_choice."""
+    with pytest.raises(ValueError, match=r"field 'gold_answer': a choice answer must be one letter A-J, got"):
+        check_gold("choice", gold)
+    with pytest.raises(ValueError, match="gold_answer"):
+        score_choice("The answer is (A).", gold)
+
+
+def test_check_gold_leaves_numeric_and_exact_golds_alone():
+    for scorer in ("numeric", "exact"):
+        for gold in ("18", "\\pi", "[1, 2]", "K", "'abc'"):
+            check_gold(scorer, gold)  # numeric compares a gold without a number literally; exact takes any
 
 # -- exact ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(

@@ -186,7 +186,7 @@ def _probe(args: argparse.Namespace) -> int:
     remote_options = client_options(args) if args.register else {}
     if args.catalog and not args.dry_run:
         check_catalog(args.catalog, args.id, replace=args.replace)
-    items = load_probe_set(args.probes, split=args.split, limit=args.limit, per_task=args.per_task)
+    items = load_probe_set(args.probes, split=args.split, limit=args.limit, per_task=args.per_task, scorer_overrides=overrides)
     if args.register and not args.dry_run:
         check_remote(args.register, args.id, replace=args.replace, **remote_options)
     provider = ChatProvider(
@@ -201,7 +201,7 @@ def _probe(args: argparse.Namespace) -> int:
         )
     finally:
         provider.close()
-    spent = sum(r.cost_usd for pid, r in run.records.items())
+    spent = sum(r.cost_usd for pid, r in run.records.items()) + run.failed_cost_usd
     print(
         f"probed {len(run.records)}/{len(items)} prompts ({run.resumed} from the state file, {run.asked} asked, "
         f"{len(run.failures)} failed); probe spend ${spent:.4f}",

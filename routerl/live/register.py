@@ -4,7 +4,9 @@
 replaces the entry with the same id when ``replace`` is set; the file's leading comment block
 (e.g. the rebuild command ``routerl catalog build`` writes) is kept, and the file is replaced
 atomically (a temporary file beside it, then ``os.replace``), so an interrupted write never
-leaves half a catalog. ``check_catalog(path, model_id)`` checks the same things first (the file
+leaves half a catalog. The read, the change and the replace happen under an exclusive lock on a
+side file (``<catalog>.lock``, ``fcntl.flock``), so two registrations finishing together (two
+probe runs writing one catalog) both land. ``check_catalog(path, model_id)`` checks the same things first (the file
 parses, the id is free unless ``replace``, the place is writable), before a probe run spends
 anything. ``RegisterHook`` is any callable
 taking the descriptor; ``register_remote(target, desc)`` hands it to the hook installed with
@@ -20,8 +22,14 @@ registered.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: registrations are not serialized
+    fcntl = None
 
 from routerl.descriptors.catalog import CATALOG_VERSION, load_catalog
 from routerl.descriptors.model import ModelDescriptor
@@ -66,19 +74,38 @@ def _leading_comments(text: str) -> str:
     return header if not header or header.endswith("\n") else header + "\n"
 
 
+@contextmanager
+def catalog_lock(path: str | Path) -> Iterator[None]:
+    """Hold the exclusive lock of the catalog at ``path`` (``<path>.lock``, created when absent
+    and left in place) for a ``with`` block; other processes registering there wait."""
+    path = Path(os.path.realpath(path))  # one lock per file, whatever link it is reached by
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def register_in_catalog(desc: ModelDescriptor, path: str | Path, *, replace: bool = False) -> None:
     """Append ``desc`` to the catalog at ``path`` (an existing id is an error unless ``replace``),
-    keeping the file's leading comments; the file is replaced atomically."""
+    keeping the file's leading comments; the file is replaced atomically, under the catalog's
+    lock (``catalog_lock``), so concurrent registrations do not undo each other."""
     path = Path(path)
-    models = _catalog_models(path, desc.id, replace)
-    header = _leading_comments(path.read_text(encoding="utf-8")) if path.exists() else ""
-    ids = [m.id for m in models]
-    if desc.id in ids:
-        models[ids.index(desc.id)] = desc
-    else:
-        models.append(desc)
-    body = dump_yaml({"version": CATALOG_VERSION, "models": [m.to_dict() for m in models]}, sort_keys=False)
-    write_text_atomically(path, header + body)
+    with catalog_lock(path):
+        models = _catalog_models(path, desc.id, replace)
+        header = _leading_comments(path.read_text(encoding="utf-8")) if path.exists() else ""
+        ids = [m.id for m in models]
+        if desc.id in ids:
+            models[ids.index(desc.id)] = desc
+        else:
+            models.append(desc)
+        body = dump_yaml({"version": CATALOG_VERSION, "models": [m.to_dict() for m in models]}, sort_keys=False)
+        write_text_atomically(path, header + body)
 
 
 def catalog_hook(path: str | Path, *, replace: bool = False) -> RegisterHook:

@@ -120,13 +120,18 @@ def extract_choice(text: str) -> str | None:
     return None
 
 
+def _gold_letter(gold: str) -> str:
+    """The option letter of a ``choice`` gold answer (``"B"``, ``"(b)"``); ``ValueError`` otherwise."""
+    letter = str(gold).strip().strip("()").upper()
+    if letter not in CHOICE_LETTERS or len(letter) != 1:
+        raise ValueError(f"field 'gold_answer': a choice answer must be one letter A-J, got {gold!r}")
+    return letter
+
+
 def score_choice(response: str, gold: str) -> float:
     """1.0 when the chosen option letter equals the gold letter."""
-    choice = extract_choice(response)
-    gold_letter = str(gold).strip().strip("()").upper()
-    if gold_letter not in CHOICE_LETTERS or len(gold_letter) != 1:
-        raise ValueError(f"field 'gold_answer': a choice answer must be one letter A-J, got {gold!r}")
-    return float(choice == gold_letter)
+    gold_letter = _gold_letter(gold)
+    return float(extract_choice(response) == gold_letter)
 
 
 def _normalise(text: str) -> str:
@@ -157,6 +162,14 @@ def scorer_name_for(task: str, override: str | None = None) -> str:
     if name not in SCORERS:
         raise ValueError(f"unknown scorer {name!r}; expected one of {', '.join(SCORERS)}")
     return name
+
+
+def check_gold(scorer: str, gold: str) -> None:
+    """``ValueError`` (naming ``gold_answer``) when ``scorer`` cannot score against ``gold``: the
+    check a probe set passes before any answer is paid for. Only ``choice`` constrains its gold
+    (one letter A-J); ``numeric`` compares a gold without a number literally, ``exact`` takes any."""
+    if scorer == "choice":
+        _gold_letter(gold)
 
 
 def scorer_for(task: str, override: str | None = None) -> Scorer:
