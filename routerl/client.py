@@ -24,6 +24,7 @@ A server with auth wants a token (``token=`` or ``token_env="ROUTERL_TOKEN"``; s
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,42 @@ STOP_METADATA_KEY = "routerl-stop"
 
 
 REQUEST_ID_METADATA_KEY = "routerl-request-id"
+MAX_TIMEOUT_S = 1e9  # gRPC's deadline overflows past about 9.2e9 s: every call would then fail at once
+_UINT32_MAX = 2**32 - 1
+
+
+def _check_timeout(value, name: str = "timeout") -> float | None:
+    """``value`` when it is None (no deadline) or a finite number of seconds in (0, ``MAX_TIMEOUT_S``]."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
+            or not 0 < value <= MAX_TIMEOUT_S):
+        raise ValueError(f"{name} must be a number of seconds greater than 0 and at most {MAX_TIMEOUT_S:g} "
+                         f"(None: no deadline), got {value!r}")
+    return value
+
+
+def _count(name: str, value, maximum: int | None = _UINT32_MAX) -> int:
+    """``value`` as an int, or a ValueError naming ``name`` (a bool, a float, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0 or (maximum is not None
+                                                                                          and value > maximum):
+        limit = f" from 0 to {maximum}" if maximum is not None else " >= 0"
+        raise ValueError(f"{name} must be a whole number{limit}, got {value!r}")
+    return int(value)
+
+
+def _number(name: str, value) -> float:
+    """``value`` as a float, or a ValueError naming ``name`` (a bool, a string, ...); the server checks the range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _ids(name: str, values: Iterable[str]) -> list[str]:
+    """A list of model ids; a single string is refused (it would be split into characters)."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} takes a list of model ids, got the string {values!r} (write [{values!r}])")
+    return list(values)
 
 
 class RouterClientError(Exception):
@@ -206,15 +243,15 @@ def build_route_request(
         raise ValueError("give either mode or knob, not both")
     req = pb.RouteRequest(
         query=query,
-        allow=list(allow),
-        deny=list(deny),
-        think_budget=think_budget,
+        allow=_ids("allow", allow),
+        deny=_ids("deny", deny),
+        think_budget=_count("think_budget", think_budget),
         domain=domain or "",
-        prompt_tokens=prompt_tokens or 0,
+        prompt_tokens=_count("prompt_tokens", prompt_tokens or 0),
         request_id=request_id or "",
     )
     if knob is not None:
-        req.knob = float(knob)
+        req.knob = _number("knob", knob)
     elif mode is not None:
         if mode not in MODE_VALUES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODE_VALUES)}")
@@ -226,6 +263,13 @@ def build_route_request(
         "min_context_window": min_context_window,
     }
     if any(v is not None for v in limits.values()):
+        for name, value in limits.items():
+            if value is not None and name == "min_context_window":
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # the server checks the range
+                    raise ValueError(f"min_context_window must be a whole number, got {value!r}")
+                limits[name] = int(value)
+            elif value is not None:
+                limits[name] = _number(name, value)
         req.limits.CopyFrom(pb.Limits(**{k: v for k, v in limits.items() if v is not None}))
     for att in attempts:
         if not isinstance(att, Attempt):
@@ -252,7 +296,7 @@ def build_complete_request(
     route = build_route_request(query, **options)
     req = pb.CompleteRequest(query=route.query, allow=route.allow, deny=route.deny, domain=route.domain,
                              prompt_tokens=route.prompt_tokens, request_id=route.request_id,
-                             max_rounds=max_rounds or 0, key_id=key_id or "")
+                             max_rounds=_count("max_rounds", max_rounds or 0), key_id=key_id or "")
     which = route.WhichOneof("cost")
     if which == "knob":
         req.knob = route.knob
@@ -261,7 +305,7 @@ def build_complete_request(
     if route.HasField("limits"):
         req.limits.CopyFrom(route.limits)
     if budget_usd is not None:
-        req.budget_usd = float(budget_usd)
+        req.budget_usd = _number("budget_usd", budget_usd)
     return req
 
 
@@ -275,7 +319,8 @@ def read_client_token(token_env: str | None) -> str | None:
 
 class RouterClient:
     """Calls a routerl server at ``target`` (``host:port``); ``timeout`` is each call's deadline in
-    seconds (``None``: no deadline). Use as a context manager or call ``close()``.
+    seconds (``None``: no deadline; a finite number up to ``MAX_TIMEOUT_S``, as is each method's
+    ``timeout=``). Use as a context manager or call ``close()``.
 
     ``token`` (or the environment variable named by ``token_env``): the bearer token sent with
     every call. ``tls_ca``: a PEM file of the CA that signed the server's certificate (TLS on);
@@ -286,8 +331,7 @@ class RouterClient:
     def __init__(self, target: str = DEFAULT_TARGET, timeout: float | None = 10.0, *, max_message_bytes: int | None = None,
                  channel: grpc.Channel | None = None, token: str | None = None, token_env: str | None = None,
                  tls: bool = False, tls_ca: str | os.PathLike | None = None, tls_server_name: str | None = None):
-        if timeout is not None and (math.isnan(timeout) or timeout <= 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+        _check_timeout(timeout)
         self.target = target
         self.timeout = timeout
         token = token if token is not None else read_client_token(token_env)
@@ -315,6 +359,7 @@ class RouterClient:
         self._stub = pb_grpc.RouterStub(self.channel)
 
     def _call(self, method: str, request, timeout: float | None = None):
+        _check_timeout(timeout)
         try:
             return getattr(self._stub, method)(
                 request, timeout=timeout if timeout is not None else self.timeout, metadata=self._metadata
@@ -342,6 +387,7 @@ class RouterClient:
     def _complete_call(self, timeout: float | None) -> tuple[float | None, tuple | None]:
         if timeout is None:
             timeout = max(self.timeout, DEFAULT_COMPLETE_TIMEOUT) if self.timeout is not None else None
+        _check_timeout(timeout)
         return timeout, self._metadata
 
     def complete(self, query: str, *, timeout: float | None = None, **options) -> CompleteResult:
@@ -391,6 +437,8 @@ class RouterClient:
         With ``etag`` (from ``read_model``), the update applies only if the model has not changed
         since that read: else ``RouterClientError`` with code ``ABORTED`` and nothing is written."""
         req = pb.UpdateModelRequest(model=descriptor_to_proto(model), etag=etag)
+        if isinstance(fields, str):
+            raise ValueError(f"fields takes a list of field names, got the string {fields!r} (write [{fields!r}])")
         for name in fields or ():
             if name not in UPDATABLE_FIELDS:
                 raise ValueError(f"cannot update field {name!r}; updatable: {', '.join(UPDATABLE_FIELDS)}")
@@ -418,6 +466,7 @@ class RouterClient:
         """Every registered model, following the server's pages. A model too large for one
         response comes without ``probe_results`` (``get_model`` cannot do better); so does every
         model with ``omit_probe_results``."""
+        _count("page_size", page_size)
         models: list[ModelDescriptor] = []
         token = ""
         for _ in range(1_000_000):
@@ -431,6 +480,7 @@ class RouterClient:
 
     def list_models_page(self, page_size: int = 0, page_token: str = "", *, omit_probe_results: bool = False) -> pb.ListModelsResponse:
         """One page of ``ListModels`` as the raw response (``next_page_token``, ``probe_results_omitted``)."""
+        _count("page_size", page_size)
         return self._call("ListModels", pb.ListModelsRequest(page_size=page_size, page_token=page_token,
                                                              omit_probe_results=omit_probe_results))
 
