@@ -72,3 +72,51 @@ def test_variants_are_checked_before_any_runs(monkeypatch, capsys):
     assert "--variant dtype=int8,engine=fused: field 'engine'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown policy option 'colour'"):
         resolved_policy_config(None, colour="red")
+
+
+def test_median_of_runs_with_failed_calls_keeps_routes_per_second_and_measured_latencies():
+    """Errors are totalled over the runs, but routes/s is each run's own figure (it was
+    (requests - total errors) / seconds: -50 routes/s here), and a run where every call failed
+    measured no latency (its 0 ms p50 is not a figure)."""
+    runs = [VariantResult("r", "r", {}, {}, levels=[LevelResult(1, 100, 50, 1.0, p50, p50, p50, p50)])
+            for p50 in (2.0, 4.0, 6.0)]
+    runs.append(VariantResult("r", "r", {}, {}, levels=[LevelResult(1, 100, 100, 1.0, 0.0, 0.0, 0.0, 0.0)]))
+    lv = median_result("m", runs).level(1)
+    assert lv.errors == 250 and lv.rps == 50.0 and lv.p50_ms == 4.0
+    assert median_result("m", runs).to_dict()["levels"][0]["rps"] == 50.0
+    failed = VariantResult("x", "r", {}, {}, health_p50_ms=0.4, levels=[LevelResult(1, 100, 100, 1.0, 0, 0, 0, 0)])
+    report = format_report([failed], "routerl bench")
+    assert "| x | r | 0.400 | 0.000 | - | - | - | 0 |" in report and "100 Route calls failed" in report
+
+
+def test_a_server_that_stops_answering_is_a_clear_error_not_a_grpc_traceback(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from routerl.bench import service as S
+
+    class Dead:  # "started", then gone: its port refuses every call
+        def __init__(self, workdir, *args, **kwargs):
+            self.proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+            self.proc.wait()
+            self.target, self.start_seconds, self.rss_start_mib = "127.0.0.1:1", 0.1, None
+            self.stderr_path = workdir / "server.log"
+            self.stderr_path.write_text("Traceback ...\nMemoryError\n")
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(S, "ServerUnderTest", Dead)
+    with pytest.raises(RuntimeError, match=r"(?s)UNAVAILABLE.*exited with code 3.*MemoryError"):
+        S.run_variant("measured", tmp_path, router="r", router_options={}, server_options={}, checkpoint=None,
+                      requests=2, concurrencies=[1], warmup=1, floor_calls=1, call_timeout=5.0, log=lambda line: None)
+
+
+def test_bench_refuses_a_concurrency_level_given_twice(monkeypatch, capsys):
+    """``--concurrency 1,1`` measured the level twice and reported the first twice (the second was lost)."""
+    from routerl.bench import service as S
+    from routerl.cli import main
+
+    monkeypatch.setattr(S, "run_bench", lambda **kwargs: pytest.fail("ran with a duplicate level"))
+    assert main(["bench", "--concurrency", "1,8,1"]) == 2
+    assert "--concurrency lists a level twice" in capsys.readouterr().err

@@ -76,9 +76,12 @@ class LevelResult:
     p95_ms: float
     p99_ms: float
     mean_ms: float
+    median_rps: float | None = None  # set by ``median_result``: the median of the runs' routes/s
 
     @property
     def rps(self) -> float:
+        if self.median_rps is not None:
+            return self.median_rps
         return (self.requests - self.errors) / self.seconds if self.seconds > 0 else 0.0
 
 
@@ -103,6 +106,7 @@ class VariantResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         for lv, out in zip(self.levels, d["levels"]):
+            out.pop("median_rps")
             out["rps"] = lv.rps
         return d
 
@@ -282,13 +286,14 @@ def run_variant(name: str, workdir: Path, *, router: str, router_options: dict[s
                 call_timeout: float = 120.0, log: Callable[[str], None] = print) -> VariantResult:
     result = VariantResult(name, router, dict(router_options), dict(server_options))
     log(f"[{name}] starting the server (router {checkpoint or router}, options {router_options or '-'}) ...")
+    import grpc
+
+    from routerl.server.proto import router_pb2_grpc as pb_grpc
+
     server = ServerUnderTest(workdir, router, router_options, server_options, checkpoint)
     try:
         result.start_seconds = server.start_seconds
         result.rss_start_mib = server.rss_start_mib
-        import grpc
-
-        from routerl.server.proto import router_pb2_grpc as pb_grpc
 
         with grpc.insecure_channel(server.target) as channel:
             stub = pb_grpc.RouterStub(channel)
@@ -303,6 +308,15 @@ def run_variant(name: str, workdir: Path, *, router: str, router_options: dict[s
             log(f"[{name}] c={c}: p50 {level.p50_ms:.3f} p95 {level.p95_ms:.3f} p99 {level.p99_ms:.3f} ms, "
                 f"{_rate(level.rps)} routes/s, {level.errors} errors")
         result.rss_peak_mib = server.rss_peak_mib()
+    except grpc.RpcError as exc:  # the server died or stopped answering: say so, not a gRPC traceback
+        code = server.proc.poll()
+        why = f"the server exited with code {code}" if code is not None else "the server is still running"
+        try:
+            tail = Path(server.stderr_path).read_text(errors="replace")[-3000:]
+        except OSError:
+            tail = ""
+        raise RuntimeError(f"[{name}] a call to the server at {server.target} failed "
+                           f"({exc.code().name}: {exc.details()}); {why}; its log ends with:\n{tail}") from None
     finally:
         server.stop()
     return result
@@ -363,10 +377,14 @@ def median_result(name: str, runs: list[VariantResult]) -> VariantResult:
         setattr(out, attr, med(getattr(r, attr) for r in runs))
     for lv in first.levels:
         same = [r.level(lv.concurrency) for r in runs]
+        # latencies of the runs where a call succeeded (a run where every call failed measured none);
+        # errors: the total over the runs, so routes/s is the median of each run's own figure
+        timed = [x for x in same if x.errors < x.requests]
         out.levels.append(LevelResult(
             concurrency=lv.concurrency, requests=lv.requests, errors=sum(x.errors for x in same),
-            seconds=med(x.seconds for x in same), p50_ms=med(x.p50_ms for x in same),
-            p95_ms=med(x.p95_ms for x in same), p99_ms=med(x.p99_ms for x in same), mean_ms=med(x.mean_ms for x in same),
+            seconds=med(x.seconds for x in same), p50_ms=med(x.p50_ms for x in timed) or 0.0,
+            p95_ms=med(x.p95_ms for x in timed) or 0.0, p99_ms=med(x.p99_ms for x in timed) or 0.0,
+            mean_ms=med(x.mean_ms for x in timed) or 0.0, median_rps=med(x.rps for x in same),
         ))  # fmt: skip
     out.repeats = len(runs)
     return out
@@ -412,7 +430,10 @@ def format_report(results: list[VariantResult], command: str) -> str:
         row = [r.name, r.served_by or r.router, f"{r.health_p50_ms:.3f}", f"{r.list_models_p50_ms:.3f}"]
         for c in concurrencies:
             lv = r.level(c)
-            row += [f"{lv.p50_ms:.3f}", f"{lv.p95_ms:.3f}", f"{lv.p99_ms:.3f}", _rate(lv.rps)] if lv else ["-"] * 4
+            if lv and lv.p50_ms <= 0:  # no call succeeded: no latency was measured
+                row += ["-"] * 3 + [_rate(lv.rps)]
+            else:
+                row += [f"{lv.p50_ms:.3f}", f"{lv.p95_ms:.3f}", f"{lv.p99_ms:.3f}", _rate(lv.rps)] if lv else ["-"] * 4
         row += [f"{r.rss_start_mib:.0f}" if r.rss_start_mib else "-", f"{r.rss_peak_mib:.0f}" if r.rss_peak_mib else "-"]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

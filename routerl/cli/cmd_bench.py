@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if (not concurrencies or min(concurrencies) < 1 or args.requests < 1 or args.warmup < 0 or args.floor_calls < 1
             or args.repeat < 1):
         raise CliError("--concurrency levels, --requests, --floor-calls and --repeat must be >= 1, --warmup >= 0")
+    if len(set(concurrencies)) != len(concurrencies):  # the report keys levels by concurrency: one would be lost
+        raise CliError(f"--concurrency lists a level twice: {args.concurrency!r}")
     if not 0 < args.call_timeout <= 3600:  # the server's queue timeout follows it (its own limit: 3600 s)
         raise CliError(f"--call-timeout must be in (0, 3600] seconds, got {args.call_timeout}")
     router_options = key_values(args.router_opt, "--router-opt")
