@@ -203,3 +203,28 @@ def test_paired_bootstrap_of_unseen_gains(eval_run):
         compare_gain(rows, {table.name: table}, splits, "knn-probe:k=5", ["nope"])
     with pytest.raises(ValueError, match="same, non-empty set of prompts"):
         gain_bootstrap((s, c), (s, c), (s[:, :5], c[:, :5]), (s, c), 4.0)
+
+
+def test_unseen_evidence_sample_scores_drops_only_unseen_probe_results(synthetic_world, tmp_path):
+    """``--unseen-evidence sample-scores``: unseen models are described by their per-domain
+    sample scores alone; seen models and the seen pool are untouched."""
+    from routerl.eval.unseen_evidence import with_unseen_evidence
+
+    table, splits, _ = synthetic_world
+    descs = build_descriptors(table)
+    unseen = set(splits.unseen_models(table.name))
+    thin = with_unseen_evidence(descs, unseen, "sample-scores")
+    assert unseen and all(not thin[m].probe_results and thin[m].sample_scores == descs[m].sample_scores for m in unseen)
+    assert all(thin[m] is descs[m] for m in descs if m not in unseen)
+    assert with_unseen_evidence(descs, unseen, "probe") == descs
+    with pytest.raises(ValueError, match="unseen evidence"):
+        with_unseen_evidence(descs, unseen, "nothing")
+    rows = {}
+    for evidence in ("probe", "sample-scores"):
+        out = tmp_path / evidence
+        assert main(["eval", "--out", str(out), "--router", "knn-probe:k=5", "--knobs", KNOBS, "--limit", str(LIMIT),
+                     "--embedder", "hash", "--unseen-evidence", evidence]) == 0
+        rows[evidence] = read_decisions(out / "decisions.jsonl")
+    by_pool = {e: {p: [r for r in rs if r["pool"] == p] for p in ("seen", "full")} for e, rs in rows.items()}
+    assert by_pool["probe"]["seen"] == by_pool["sample-scores"]["seen"]
+    assert by_pool["probe"]["full"] != by_pool["sample-scores"]["full"]

@@ -152,3 +152,110 @@ def test_training_config_builds_and_saves_the_learned_evidence(tmp_path, synthet
         load_config("configs/grpo_tiny.yaml", overrides[:2] + ["env.evidence={router: learned, options: {depth: 3}}"])
     with pytest.raises(ConfigError, match="env.evidence.router"):
         load_config("configs/grpo_tiny.yaml", overrides[:2] + ["env.evidence={router: oracle}"])
+
+
+# -- candidates without probe results: the descriptor model --------------------------------------
+@pytest.fixture(scope="module")
+def learned_synthetic(synthetic_world):
+    from routerl.routers.learned import fit_learned_router
+
+    table, splits, _ = synthetic_world
+    return fit_learned_router(table, splits, HashEmbedder(), max_iter=40)
+
+
+def _bare(desc, score: float | None = None):
+    """``desc`` as a model registered with sample scores only (no probe run); ``score``: every
+    domain's sample score set to it."""
+    scores = desc.sample_scores if score is None else {d: score for d in desc.sample_scores}
+    return desc.with_changes(probe_results={}, sample_scores=dict(scores))
+
+
+def test_candidates_without_probe_results_are_scored_by_the_descriptor_model(synthetic_world, learned_synthetic):
+    from routerl.routers.learned_features import DESCRIPTOR_COLUMNS
+
+    table, splits, _ = synthetic_world
+    router = learned_synthetic
+    assert router.descriptor_model is not None and router.info["descriptor_model"]["train_rows"] > 0
+    without = LearnedRouter(router.index, router.embedder, router.features, router.model, router.info)
+    env = RoutingEnv(table, splits, EnvConfig(max_pool=8))
+    probed = [env.descriptors[m] for m in table.models[:4]]
+    bare = [_bare(probed[0], 0.95), _bare(probed[0], 0.1), _bare(probed[1])]
+    for i in table.prompts_in("test")[:5]:
+        query = env.query(int(i))
+        est = router.predict(query, probed + bare)
+        # candidates with probe results: the main regressor's estimates, exactly as before
+        np.testing.assert_array_equal(est[:4], without.predict(query, probed))
+        # the others: the descriptor model's, over the descriptor columns only
+        x = router.features.build(router.query_embedding(query)[None, :], [query.domain], np.array([query.tokens]), bare)[0]
+        np.testing.assert_allclose(est[4:], np.clip(router.descriptor_model.predict(x[:, DESCRIPTOR_COLUMNS]), 0, 1))
+        assert est[4] > est[5] + 0.1, "a sample score of 0.95 must be worth more than one of 0.1"
+
+
+def test_the_descriptor_model_tracks_sample_scores_better_than_the_main_regressor(synthetic_world, learned_synthetic):
+    """On val prompts, seen models described by sample scores alone: the descriptor model's mean
+    estimate per model is closer to the model's mean val score than what the main regressor
+    makes of the same descriptor (probe features missing, a case it was never fit on)."""
+    table, splits, _ = synthetic_world
+    router = learned_synthetic
+    without = LearnedRouter(router.index, router.embedder, router.features, router.model, router.info)
+    env = RoutingEnv(table, splits, EnvConfig(max_pool=8))
+    seen = [m for j, m in enumerate(table.models) if table.seen_mask(splits)[j] and table.priced[j]]
+    val = table.prompts_in("val")
+    errors = {"descriptor model": [], "main regressor": []}
+    for model in seen:
+        j = table.model_index(model)
+        rows = [int(i) for i in val if table.available[i, j]]
+        truth = table.score[rows, j].mean()
+        for name, r in (("descriptor model", router), ("main regressor", without)):
+            est = np.array([r.predict(env.query(i), [_bare(env.descriptors[model])])[0] for i in rows])
+            errors[name].append(abs(est.mean() - truth))
+    assert np.mean(errors["descriptor model"]) < np.mean(errors["main regressor"]), errors
+
+
+def test_saved_learned_keeps_the_descriptor_model_and_older_files_load_without_it(tmp_path, synthetic_world, learned_synthetic):
+    from routerl.routers.learned_evidence import DESCRIPTOR_PREFIX
+
+    table, splits, _ = synthetic_world
+    save_learned(learned_synthetic, tmp_path / LEARNED_FILE)
+    loaded = load_learned(tmp_path / LEARNED_FILE, learned_synthetic.index, HashEmbedder())
+    env = RoutingEnv(table, splits, EnvConfig(max_pool=8))
+    descs = [env.descriptors[table.models[0]], _bare(env.descriptors[table.models[1]])]
+    query = env.query(int(table.prompts_in("test")[0]))
+    np.testing.assert_allclose(loaded.predict(query, descs), learned_synthetic.predict(query, descs), atol=1e-9)
+    with np.load(tmp_path / LEARNED_FILE, allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if not k.startswith(DESCRIPTOR_PREFIX)}
+    np.savez(tmp_path / "old.npz", **old)
+    assert load_learned(tmp_path / "old.npz", learned_synthetic.index, HashEmbedder()).descriptor_model is None
+
+
+@pytest.mark.shared_data
+def test_ship_adds_the_descriptor_model_and_keeps_every_other_array(tmp_path, synthetic_world, learned_synthetic):
+    """``python -m routerl.train.ship CKPT --descriptor-model``: fit on the config's tables and
+    splits, written into the copy's learned.npz; the main trees are untouched."""
+    from peft import LoraConfig, get_peft_model
+
+    from routerl.routers.learned_evidence import DESCRIPTOR_PREFIX
+    from routerl.train.ship import main as ship_main
+    from tests.conftest import shared_file
+
+    src = tmp_path / "ckpt"
+    model, tok = load_base("tiny", tiny=TinySpec(seed=5))
+    get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")).save_pretrained(src)
+    bare = LearnedRouter(learned_synthetic.index, learned_synthetic.embedder, learned_synthetic.features, learned_synthetic.model)
+    save_learned(bare, src / LEARNED_FILE)  # a file saved before the descriptor model existed
+    learned_synthetic.index.save(src / EVIDENCE_FILE)
+    cfg = {"seed": 0, "model": {"base": "smollm2-135m-instruct"}, "policy": {"mode": "fast"},
+           "data": {"tables": [str(shared_file("zeroeval.jsonl.gz"))], "splits": str(shared_file("splits.json"))},
+           "env": {"shortlist": 2, "evidence": {"router": "learned", "options": {"max_iter": 15}, "embedder": "hash"}}}  # fmt: skip
+    (src / CONFIG_FILE).write_text(yaml.safe_dump(cfg))
+    assert ship_main([str(src), "--to", str(tmp_path / "out"), "--descriptor-model"]) == 0
+    with np.load(src / LEARNED_FILE) as before, np.load(tmp_path / "out" / LEARNED_FILE) as after:
+        assert not any(k.startswith(DESCRIPTOR_PREFIX) for k in before.files)
+        assert any(k.startswith(DESCRIPTOR_PREFIX) for k in after.files)
+        for k in before.files:
+            np.testing.assert_array_equal(before[k], after[k])
+    # a config that names no tables: refused, and the destination is left as it was
+    (src / CONFIG_FILE).write_text(yaml.safe_dump({k: v for k, v in cfg.items() if k != "data"}))
+    assert ship_main([str(src), "--to", str(tmp_path / "out"), "--descriptor-model"]) == 2
+    with np.load(tmp_path / "out" / LEARNED_FILE) as after:
+        assert any(k.startswith(DESCRIPTOR_PREFIX) for k in after.files)

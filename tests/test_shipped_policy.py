@@ -76,3 +76,28 @@ def test_serve_with_no_router_flag_routes_with_the_shipped_policy(capsys, monkey
     finally:
         server.stop(0).wait()
         server.close()
+
+
+def test_a_model_registered_with_sample_scores_only_is_routed_to_when_they_say_it_is_worth_it(router):
+    """No probe run, per-domain sample scores only (the README's ``models add`` example): the
+    shipped evidence router's descriptor model scores it by those scores, so a cheap model that
+    claims 0.9 on competition math is shortlisted and chosen there, and its weak twin is not."""
+    from routerl.descriptors.model import ModelDescriptor
+
+    catalog = load_catalog(REPO / "configs" / "catalog" / "default.yaml")
+    assert router.evidence.descriptor_model is not None
+
+    def newcomer(model_id: str, score: float) -> ModelDescriptor:
+        return ModelDescriptor(id=model_id, input_price_per_mtok=0.05, output_price_per_mtok=0.2,
+                               sample_scores={"math_grade_school": score, "math_competition": score, "code_reasoning": score},
+                               sample_counts={"math_grade_school": 80, "math_competition": 80, "code_reasoning": 80})
+
+    pool = list(catalog) + [newcomer("acme/math-1", 0.9), newcomer("acme/weak", 0.1)]
+    query = Query("Find all real x with x^4 - 5x^2 + 4 = 0.", domain="math_competition")
+    estimates = dict(zip((c.id for c in pool), router.evidence.predict(query, pool)))
+    assert estimates["acme/math-1"] > max(v for k, v in estimates.items() if k != "o1-mini-2024-09-12" and k != "acme/math-1")
+    assert estimates["acme/weak"] < 0.5
+    for knob in (0.1, 1.0):
+        shown = [pool[p].id for p in router.shortlist(query, pool, knob).positions]
+        assert "acme/math-1" in shown and "acme/weak" not in shown
+        assert router.decide(query, pool, knob).model_id == "acme/math-1"

@@ -50,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("test", "val"), help="prompts to evaluate (val: for choosing options)")
     p.add_argument("--embedder", default="minilm", choices=("minilm", "hash"), help="sentence embedder (default minilm)")
     p.add_argument("--shuffle-control", action="store_true", help="also run the full pool with unseen descriptors shuffled")
+    p.add_argument("--unseen-evidence", default="probe", choices=("probe", "sample-scores"),
+                   help="what unseen models' descriptors carry: probe (sample scores and per-prompt probe results, the protocol's) "
+                        "or sample-scores (per-domain sample scores only, as a model registered without a probe run)")
     p.add_argument("--seed", type=int, default=0, help="seed of random routers, k-means and the shuffle (default 0)")
     p.add_argument("--cache-dir", help="cache directory (default $ROUTERL_CACHE_DIR or ~/.cache/routerl)")
     p.add_argument("--from-decisions", metavar="PATH",
@@ -181,13 +184,15 @@ def _route_all(args, tables, splits, knobs, pools, specs, decisions_path: Path, 
     from routerl.eval.decisions import write_decisions
     from routerl.eval.runner import evaluation_prompts, run_router
     from routerl.eval.shuffle import shuffle_unseen_descriptors
+    from routerl.eval.unseen_evidence import with_unseen_evidence
     from routerl.routers.registry import RouterResources, build_router
 
     timings: dict = {}
     for ds, table in tables.items():
         prompts = evaluation_prompts(table, args.split, args.limit, args.sample, args.seed)
-        descriptors = build_descriptors(table)
-        shuffled = shuffle_unseen_descriptors(descriptors, splits.unseen_models(ds) if splits else (), args.seed)
+        unseen = splits.unseen_models(ds) if splits else ()
+        descriptors = with_unseen_evidence(build_descriptors(table), unseen, args.unseen_evidence)
+        shuffled = shuffle_unseen_descriptors(descriptors, unseen, args.seed)
         resources = RouterResources(table=table, splits=splits, seed=args.seed, cache_dir=args.cache_dir, embedder=args.embedder)
         for label, name, options in specs:
             t0 = time.monotonic()

@@ -103,6 +103,8 @@ def _learned_options(opts: RouterOptions) -> dict:
 def _learned(resources: RouterResources, **options) -> Router:
     opts = RouterOptions("learned", options)
     kwargs = _learned_options(opts)
+    # 0: candidates without probe results are scored by the main regressor (as before the descriptor model)
+    kwargs["descriptor_model"] = opts.take("descriptor_model", int, 1) != 0
     opts.finish()
     if resources.table is None:
         raise ValueError("router 'learned' needs an outcome table to fit on")

@@ -12,6 +12,14 @@ probe rows, as at evaluation time.
 Defaults (``LEARNED_DEFAULTS``): the kNN feature at k=10 and k_wide=40 (knn-probe's k), the
 cluster feature at knn-probe's val-chosen 10 clusters, up to 300 boosting iterations at learning
 rate 0.05 (the count is picked on val).
+
+Candidates without probe results. Every model the regressor is fit on has probe results, so a
+descriptor with per-domain sample scores only (a model registered at run time without a probe
+run) would reach it with the kNN and cluster features missing, a case it never saw: its estimate
+was pulled toward the middle whatever its sample scores said. A second regressor, the
+*descriptor model*, is fit on the same rows with only ``DESCRIPTOR_FEATURES`` (sample scores,
+counts, prices, cost, token counts) and scores every pair without probe evidence
+(``LearnedRouter.scores``); pairs with probe results are scored by the main regressor as before.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from routerl.descriptors.model import ModelDescriptor
 from routerl.routers.base import Query
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
 from routerl.routers.knn_probe import DEFAULT_K as KNN_PROBE_K
-from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
+from routerl.routers.learned_features import DESCRIPTOR_COLUMNS, FEATURE_NAMES, PairFeatures, descriptor_features, has_probe_evidence
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.probe_router import ProbeRouter
 from routerl.routers.recorded import query_tokens
@@ -97,15 +105,19 @@ def seen_descriptors(table: OutcomeTable, splits: Splits | None) -> dict[str, Mo
 
 
 class LearnedRouter(ProbeRouter):
-    """Score = a fitted regressor (a ``TreeEnsemble``) over ``PairFeatures`` of (query, candidate)."""
+    """Score = a fitted regressor (a ``TreeEnsemble``) over ``PairFeatures`` of (query, candidate);
+    ``descriptor_model`` (over ``DESCRIPTOR_COLUMNS``) scores candidates without probe results
+    (None: the main regressor scores them too, with their probe features missing)."""
 
     name = "learned"
 
-    def __init__(self, index: ProbeIndex, embedder, features: PairFeatures, model: TreeEnsemble, info: dict | None = None):
+    def __init__(self, index: ProbeIndex, embedder, features: PairFeatures, model: TreeEnsemble, info: dict | None = None,
+                 descriptor_model: TreeEnsemble | None = None):
         super().__init__(index, embedder)
         self.features = features
         self.model = model
         self.info = dict(info or {})
+        self.descriptor_model = descriptor_model
 
     def model_for(self, query: Query):
         """The regressor that scores ``query`` (one for all here; see ``learned_evidence``)."""
@@ -115,7 +127,17 @@ class LearnedRouter(ProbeRouter):
         embedding = self.query_embedding(query)[None, :]
         with single_thread("blas"):  # the kNN and cluster similarities: a few small matrix products
             x = self.features.build(embedding, [query.domain], np.array([query.tokens]), candidates)[0]
-        return np.clip(self.model_for(query).predict(x), 0.0, 1.0)  # numpy trees: no thread pool
+        return self.scores(self.model_for(query), x)
+
+    def scores(self, model: TreeEnsemble, x: np.ndarray) -> np.ndarray:
+        """``(n,)`` estimates in [0, 1] of ``(n, F)`` feature rows: ``model``'s where probe results
+        stand behind a row, the descriptor model's elsewhere (numpy trees: no thread pool)."""
+        out = np.asarray(model.predict(x), dtype=np.float64)
+        bare = ~has_probe_evidence(x)
+        if self.descriptor_model is not None and bare.any():
+            out = out.copy()
+            out[bare] = self.descriptor_model.predict(x[bare][:, DESCRIPTOR_COLUMNS])
+        return np.clip(out, 0.0, 1.0)
 
 
 def fit_learned_router(
@@ -129,8 +151,10 @@ def fit_learned_router(
     max_iter: int = LEARNED_DEFAULTS["max_iter"],
     learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
     seed: int = 0,
+    descriptor_model: bool = True,
 ) -> LearnedRouter:
-    """Fit on seen models' train rows; pick the iteration count on their val rows."""
+    """Fit on seen models' train rows; pick the iteration count on their val rows. With
+    ``descriptor_model``, also fit the descriptor model (candidates without probe results)."""
     if table is None:
         raise ValueError("the learned router needs an outcome table to fit on")
     index = ProbeIndex.from_table(table, embedder)
@@ -141,8 +165,53 @@ def fit_learned_router(
     if len(y_tr) < 10:
         raise ValueError(f"{table.name}: too few seen-model train rows to fit the learned router ({len(y_tr)})")
     model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+    trees = None
+    if descriptor_model:
+        trees, info["descriptor_model"] = fit_descriptor_model([(table, splits)], max_iter=max_iter, learning_rate=learning_rate, seed=seed)
     log.info("learned router on %s: %s", table.name, info)
-    return LearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(model), info)
+    return LearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(model), info, trees)
+
+
+def descriptor_pairs(table: OutcomeTable, splits: Splits | None, split: str, descriptors: dict[str, ModelDescriptor]) -> tuple[np.ndarray, np.ndarray]:
+    """``DESCRIPTOR_COLUMNS`` features ``(n, len(DESCRIPTOR_COLUMNS))`` and true scores ``(n,)`` of
+    every (prompt in ``split``, model of ``descriptors`` with a row) pair: ``seen_model_pairs``
+    without embeddings, for the descriptor model. Every model must be a seen model."""
+    seen = table.seen_mask(splits)
+    prompts = table.prompts_in(split)
+    xs, ys = [np.zeros((0, len(DESCRIPTOR_COLUMNS)))], [np.zeros(0)]
+    tokens = query_tokens(table, prompts) if prompts.size else np.zeros(0)
+    for model, desc in descriptors.items():
+        j = table.model_index(model)
+        if not seen[j]:
+            raise ValueError(f"model {model!r} is not a seen model: its rows may not be used for fitting")
+        idx = np.flatnonzero(table.available[prompts, j]) if prompts.size else np.zeros(0, dtype=int)
+        if idx.size:
+            x = descriptor_features([table.domain[prompts[n]] for n in idx], tokens[idx], [desc])[:, 0, :]
+            xs.append(x[:, DESCRIPTOR_COLUMNS])
+            ys.append(table.score[prompts[idx], j].astype(np.float64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def fit_descriptor_model(
+    sources: Sequence[tuple[OutcomeTable, Splits | None]],
+    *,
+    max_iter: int = LEARNED_DEFAULTS["max_iter"],
+    learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
+    seed: int = 0,
+) -> tuple[TreeEnsemble, dict]:
+    """The descriptor model (see the module docstring), fit like the main regressor on the seen,
+    priced models' train rows of every (table, splits) source, its iterations chosen on their val
+    rows. Returns the trees and ``fit_regressor``'s info."""
+    train, val = [], []
+    for table, splits in sources:
+        descriptors = seen_descriptors(table, splits)
+        train.append(descriptor_pairs(table, splits, "train", descriptors))
+        val.append(descriptor_pairs(table, splits, "val", descriptors))
+    (x_tr, y_tr), (x_va, y_va) = ((np.concatenate(p) for p in zip(*parts)) for parts in (train, val))
+    if len(y_tr) < 10:
+        raise ValueError(f"too few seen-model train rows to fit the descriptor model ({len(y_tr)})")
+    model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+    return TreeEnsemble.from_sklearn(model), info
 
 
 def fit_regressor(

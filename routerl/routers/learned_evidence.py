@@ -19,8 +19,12 @@ comes from a regressor fit without its fold. Every other query (val, test, a liv
 the full regressor. Selecting by ``Query.prompt_id`` is a training-time device only: the saved
 router has the full regressor and nothing else.
 
-Saved as ``LEARNED_FILE``: the trees (``TreeEnsemble`` arrays), the clusters (labels and
-centroids), ``k``, ``k_wide`` and the feature names; no pickle, no outcome.
+Saved as ``LEARNED_FILE``: the trees (``TreeEnsemble`` arrays), the descriptor model's trees
+(``DESCRIPTOR_PREFIX``; it scores candidates without probe results, see ``routerl.routers.learned``;
+a file saved before it has none, and its router scores them with the main trees), the clusters
+(labels and centroids), ``k``, ``k_wide`` and the feature names; no pickle, no outcome.
+``python -m routerl.train.ship CHECKPOINT --descriptor-model`` adds the descriptor model to a
+checkpoint's file, leaving every other array as it was.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ from routerl.data.outcomes import OutcomeTable
 from routerl.data.splits import Splits
 from routerl.routers.base import Query
 from routerl.routers.cluster_probe import DEFAULT_CLUSTERS, ProbeClusters
-from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_regressor, seen_descriptors, seen_model_pairs
+from routerl.routers.learned import LEARNED_DEFAULTS, LearnedRouter, fit_descriptor_model, fit_regressor, seen_descriptors, seen_model_pairs
 from routerl.routers.learned_features import FEATURE_NAMES, PairFeatures
 from routerl.routers.probe_index import ProbeIndex
 from routerl.routers.tree_ensemble import TreeEnsemble
 
 log = logging.getLogger(__name__)
 LEARNED_FILE = "learned.npz"
+DESCRIPTOR_PREFIX = "descriptor_tree_"  # the descriptor model's arrays in LEARNED_FILE (absent in files saved before it)
 EVIDENCE_OPTIONS = ("k", "k_wide", "n_clusters", "max_iter", "learning_rate", "folds")
 
 
@@ -49,8 +54,9 @@ class CrossFitLearnedRouter(LearnedRouter):
     """``LearnedRouter`` whose estimate for a train prompt comes from the regressor fit without
     that prompt's fold (``fold_models[fold_of[prompt_id]]``); other queries get ``model``."""
 
-    def __init__(self, index, embedder, features, model, fold_models: Sequence, fold_of: dict[str, int], info: dict | None = None):
-        super().__init__(index, embedder, features, model, info)
+    def __init__(self, index, embedder, features, model, fold_models: Sequence, fold_of: dict[str, int], info: dict | None = None,
+                 descriptor_model: TreeEnsemble | None = None):
+        super().__init__(index, embedder, features, model, info, descriptor_model)
         self.fold_models = list(fold_models)
         self.fold_of = dict(fold_of)
 
@@ -68,12 +74,12 @@ class CrossFitLearnedRouter(LearnedRouter):
         models = [self._model_for_id(pid) for pid in prompt_ids]
         for model in {id(m): m for m in models}.values():
             rows = np.array([m is model for m in models], dtype=bool)
-            out[rows] = np.clip(model.predict(x[rows]), 0.0, 1.0)
+            out[rows] = self.scores(model, x[rows])
         return out
 
     def serving(self) -> LearnedRouter:
         """The router serving uses: the full regressor, no folds."""
-        return LearnedRouter(self.index, self.embedder, self.features, self.model, self.info)
+        return LearnedRouter(self.index, self.embedder, self.features, self.model, self.info, self.descriptor_model)
 
 
 def fit_pooled_evidence(
@@ -121,8 +127,9 @@ def fit_pooled_evidence(
         fold_models.append(TreeEnsemble.from_sklearn(model))
         info[f"fold{f}_iterations"] = fold_info["iterations"]
     info.update(tables=[table.name for table, _ in sources], folds=int(folds), probe_prompts=len(index))
+    descriptor_model, info["descriptor_model"] = fit_descriptor_model(sources, **hyper)
     log.info("learned evidence router: %s", info)
-    return CrossFitLearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(full), fold_models, fold_of, info)
+    return CrossFitLearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(full), fold_models, fold_of, info, descriptor_model)
 
 
 def save_learned(router: LearnedRouter, path: str | Path) -> None:
@@ -132,6 +139,7 @@ def save_learned(router: LearnedRouter, path: str | Path) -> None:
     np.savez_compressed(
         path,
         **router.model.arrays("tree_"),
+        **(router.descriptor_model.arrays(DESCRIPTOR_PREFIX) if router.descriptor_model is not None else {}),
         cluster_labels=f.clusters.labels,
         cluster_centroids=f.clusters.centroids,
         k=np.array(f.k),
@@ -150,6 +158,7 @@ def load_learned(path: str | Path, index: ProbeIndex, embedder) -> LearnedRouter
         if int(z["probe_prompts"]) != len(index):
             raise ValueError(f"{path}: saved for {int(z['probe_prompts'])} probe prompts, the index has {len(index)}")
         model = TreeEnsemble.from_arrays(z, "tree_")
+        descriptor_model = TreeEnsemble.from_arrays(z, DESCRIPTOR_PREFIX) if DESCRIPTOR_PREFIX + "baseline" in z.files else None
         clusters = ProbeClusters.from_arrays(z["cluster_labels"], z["cluster_centroids"])
         features = PairFeatures(index, clusters, k=int(z["k"]), k_wide=int(z["k_wide"]))
-    return LearnedRouter(index, embedder, features, model)
+    return LearnedRouter(index, embedder, features, model, descriptor_model=descriptor_model)

@@ -19,6 +19,10 @@ log_out_tokens      log10(typical output tokens)
 ==================  ===============================================================
 
 Everything comes from descriptors (probe rows and prices) and the query; no outcome is read.
+
+``DESCRIPTOR_FEATURES`` are the columns a descriptor gives without probe results (a model
+registered with per-domain sample scores only): ``descriptor_features`` builds them without
+embeddings, and ``has_probe_evidence`` tells which pairs have the kNN and cluster columns.
 """
 
 from __future__ import annotations
@@ -47,6 +51,35 @@ FEATURE_NAMES = (
     "log_prompt_tokens",
     "log_out_tokens",
 )
+DESCRIPTOR_FEATURES = FEATURE_NAMES[5:]  # domain_score ... log_out_tokens: no probe results needed
+DESCRIPTOR_COLUMNS = tuple(FEATURE_NAMES.index(n) for n in DESCRIPTOR_FEATURES)
+_SUPPORT = FEATURE_NAMES.index("knn_support")
+
+
+def has_probe_evidence(x: np.ndarray) -> np.ndarray:
+    """``(...,)`` bool: which rows of ``(..., F)`` features have probe results behind them."""
+    return np.nan_to_num(x[..., _SUPPORT], nan=0.0) > 0
+
+
+def descriptor_features(domains: Sequence[str | None], prompt_tokens: np.ndarray, candidates: Sequence[ModelDescriptor]) -> np.ndarray:
+    """``(N, K, F)`` features with only the ``DESCRIPTOR_FEATURES`` columns filled (NaN elsewhere):
+    what the descriptors and the queries' domains and token counts give, without embeddings."""
+    out = np.full((len(domains), len(candidates), len(FEATURE_NAMES)), np.nan)
+    tokens = np.maximum(np.asarray(prompt_tokens, dtype=np.float64), 1.0)
+    for c, desc in enumerate(candidates):
+        overall = desc.overall_score()
+        out[:, c, 7] = np.nan if overall is None else overall
+        out[:, c, 8] = np.log10(desc.input_price_per_mtok + 0.01)
+        out[:, c, 9] = np.log10(desc.output_price_per_mtok + 0.01)
+        cost = (desc.input_price_per_mtok * tokens + desc.output_price_per_mtok * desc.output_tokens) / 1e6
+        out[:, c, 10] = np.log10(cost * 1000 + 1e-4)
+        out[:, c, 12] = np.log10(desc.output_tokens)
+        for n, d in enumerate(domains):
+            if d and d in desc.sample_scores:
+                out[n, c, 5] = desc.sample_scores[d]
+                out[n, c, 6] = np.log1p(desc.sample_counts.get(d, 0))
+    out[:, :, 11] = np.log10(tokens)[:, None]
+    return out
 
 
 class PairFeatures:
@@ -76,8 +109,8 @@ class PairFeatures:
         Returns:
             ``(N, K, F)`` float64, F = ``len(FEATURE_NAMES)``.
         """
-        N, K = len(embeddings), len(candidates)
-        out = np.full((N, K, len(FEATURE_NAMES)), np.nan)
+        N = len(embeddings)
+        out = descriptor_features(domains, prompt_tokens, candidates)
         results = self.index.matrix(candidates)  # (K, Np)
         cluster_means = self.clusters.cluster_means(results)  # (K, C)
         for start in range(0, N, self.chunk):
@@ -90,18 +123,4 @@ class PairFeatures:
             out[sl, :, 2] = count / self.k
             out[sl, :, 3] = sim
             out[sl, :, 4] = cluster_means[:, self.clusters.assign(embeddings[sl])].T
-        tokens = np.maximum(np.asarray(prompt_tokens, dtype=np.float64), 1.0)
-        for c, desc in enumerate(candidates):
-            overall = desc.overall_score()
-            out[:, c, 7] = np.nan if overall is None else overall
-            out[:, c, 8] = np.log10(desc.input_price_per_mtok + 0.01)
-            out[:, c, 9] = np.log10(desc.output_price_per_mtok + 0.01)
-            cost = (desc.input_price_per_mtok * tokens + desc.output_price_per_mtok * desc.output_tokens) / 1e6
-            out[:, c, 10] = np.log10(cost * 1000 + 1e-4)
-            out[:, c, 12] = np.log10(desc.output_tokens)
-            for n, d in enumerate(domains):
-                if d and d in desc.sample_scores:
-                    out[n, c, 5] = desc.sample_scores[d]
-                    out[n, c, 6] = np.log1p(desc.sample_counts.get(d, 0))
-        out[:, :, 11] = np.log10(tokens)[:, None]
         return out

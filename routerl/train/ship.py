@@ -13,6 +13,12 @@ not copied either (the base's is used). A checkpoint of the tiny test model is r
 only after every file was written to a staging directory beside it: a failure leaves it as it was.
 ``--policy KEY=VALUE`` sets a serving field of the copied config's ``policy`` section (``dtype``,
 ``action_scoring``, ``engine``, ``cache_entries``, ...: ``SERVING_FIELDS``); it is checked before anything is copied.
+``--descriptor-model`` fits the learned evidence router's descriptor model (it scores candidates
+whose descriptors have no probe results; ``routerl.routers.learned``) on the config's outcome
+tables and splits, and writes it into the copied ``learned.npz``; every other array stays as it
+was, so the estimates of candidates with probe results do not change:
+
+    python -m routerl.train.ship routerl/assets/policy --descriptor-model   # in place
 """
 
 from __future__ import annotations
@@ -48,9 +54,10 @@ def serving_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = None) -> list[Path]:
+def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = None, descriptor_model: bool = False) -> list[Path]:
     """Copy the adapter at ``src`` to ``dst`` (replacing what is there); returns the files written.
-    ``policy``: serving fields to set in the copied config (``serving_overrides``).
+    ``policy``: serving fields to set in the copied config (``serving_overrides``);
+    ``descriptor_model``: fit the descriptor model into the copied ``learned.npz``.
 
     Everything is read and written in a staging directory beside ``dst`` first; ``dst`` is
     replaced only when that succeeded, so a damaged source (or a failed evidence rebuild) leaves
@@ -58,6 +65,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     A ``dst`` holding files ship does not write (``SHIPPED_FILES``) is refused, not emptied."""
     src, dst = Path(src), Path(dst)
     raw = _checked_source(src, policy)
+    if descriptor_model and not (src / LEARNED_FILE).exists():
+        raise FileNotFoundError(f"--descriptor-model: {src} has no {LEARNED_FILE} (only the learned evidence router has one)")
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"--to: {dst} is a file, not a directory")
     foreign = sorted(p.name for p in dst.iterdir() if p.name not in SHIPPED_FILES) if dst.is_dir() else []
@@ -67,6 +76,8 @@ def ship(src: str | Path, dst: str | Path = ASSETS_DIR, policy: dict | None = No
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.staging-", dir=dst.parent))
     try:
         _write(src, staging, raw, policy)
+        if descriptor_model:
+            add_descriptor_model(staging / LEARNED_FILE, raw)
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}") if dst.exists() else None
         if old is not None:
             dst.rename(old)
@@ -132,6 +143,32 @@ def _write(src: Path, out: Path, raw: dict, policy: dict | None) -> None:
             shutil.copy2(src / name, out / name)
 
 
+def add_descriptor_model(learned: Path, raw: dict) -> dict:
+    """Fit the descriptor model on the outcome tables and splits of the training config ``raw``
+    (with its ``env.evidence.options`` learning settings) and write it into the ``learned.npz`` at
+    ``learned``, replacing an earlier one and keeping every other array; returns the fit's info."""
+    import numpy as np
+
+    from routerl.data import Splits, load_outcomes
+    from routerl.routers.learned import fit_descriptor_model
+    from routerl.routers.learned_evidence import DESCRIPTOR_PREFIX
+    from routerl.train.config import expand_path
+
+    data = raw.get("data") or {}
+    if not data.get("tables") or not data.get("splits"):
+        raise ValueError("--descriptor-model: the checkpoint's config names no outcome tables and splits to fit it on")
+    splits = Splits.load(expand_path(data["splits"]))
+    sources = [(load_outcomes(expand_path(t), responses=False), splits) for t in data["tables"]]
+    options = ((raw.get("env") or {}).get("evidence") or {}).get("options") or {}
+    hyper = {k: options[k] for k in ("max_iter", "learning_rate") if k in options}
+    model, info = fit_descriptor_model(sources, seed=int(raw.get("seed", 0) or 0), **hyper)
+    with np.load(learned, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith(DESCRIPTOR_PREFIX)}
+    np.savez_compressed(learned, **arrays, **model.arrays(DESCRIPTOR_PREFIX))
+    print(f"descriptor model: {info}", file=sys.stderr)
+    return info
+
+
 def evidence_index(raw: dict):
     """The probe index of the config's outcome tables (what ``build_envs`` gives the evidence router)."""
     from routerl.data import load_outcomes
@@ -151,11 +188,13 @@ def main(argv=None) -> int:
     parser.add_argument("adapter", help="a training run's final/ directory")
     parser.add_argument("--to", default=str(ASSETS_DIR), help=f"destination (default {ASSETS_DIR})")
     parser.add_argument("--policy", action="append", default=[], metavar="KEY=VALUE", help=f"serving setting ({', '.join(SERVING_FIELDS)})")
+    parser.add_argument("--descriptor-model", action="store_true",
+                        help="fit the learned evidence router's descriptor model (scores candidates without probe results) into learned.npz")
     args = parser.parse_args(argv)
     from routerl.cli import CliError
 
     try:
-        files = ship(args.adapter, args.to, serving_overrides(args.policy))
+        files = ship(args.adapter, args.to, serving_overrides(args.policy), descriptor_model=args.descriptor_model)
     except (FileNotFoundError, ValueError, CliError) as exc:
         print(f"routerl.train.ship: error: {exc}", file=sys.stderr)
         return 2
