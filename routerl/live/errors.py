@@ -14,6 +14,8 @@ carries zeros.
 
 from __future__ import annotations
 
+import math
+
 
 class ProviderError(Exception):
     """A model call that produced no answer.
@@ -23,7 +25,10 @@ class ProviderError(Exception):
         reason: a short, loggable reason (no secrets), e.g. ``"HTTP 500 after 3 tries"``.
         status: the HTTP status when there was one, else None.
         prompt_tokens, completion_tokens, cost_usd: what the provider billed for the failed
-            call (its reported usage; 0 when it reported none).
+            call (its reported usage; 0 when it reported none). A cost that is not a finite
+            number >= 0 makes all three 0, and a token count that is not an int >= 0 is 0, so
+            whoever adds them up (a request's spend, the ledger, a probe run) never counts a
+            bogus value.
     """
 
     kind = "error"
@@ -34,9 +39,15 @@ class ProviderError(Exception):
         self.model_id = model_id
         self.reason = reason
         self.status = status
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.cost_usd = cost_usd
+        billed = not isinstance(cost_usd, bool) and isinstance(cost_usd, (int, float)) and math.isfinite(cost_usd) and cost_usd >= 0
+        self.cost_usd = float(cost_usd) if billed else 0.0
+        self.prompt_tokens = _count(prompt_tokens) if billed else 0
+        self.completion_tokens = _count(completion_tokens) if billed else 0
+
+
+def _count(value) -> int:
+    """``value`` when it is a token count (an int >= 0, not a bool), else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class ProviderTimeout(ProviderError):

@@ -248,16 +248,6 @@ class Executor:
         return run(_lowest(request_budget, self.ledger.remaining_usd(key))).routed()
 
 
-def _billed(exc: Exception) -> tuple[float, int, int]:
-    """(cost, prompt tokens, completion tokens) a failed call was billed: what a ``ProviderError``
-    carries (finite, >= 0), else nothing."""
-    cost = getattr(exc, "cost_usd", 0.0) if isinstance(exc, ProviderError) else 0.0
-    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not math.isfinite(cost) or cost < 0:
-        return 0.0, 0, 0
-    pt, ct = getattr(exc, "prompt_tokens", 0), getattr(exc, "completion_tokens", 0)
-    return float(cost), int(pt) if isinstance(pt, int) and pt > 0 else 0, int(ct) if isinstance(ct, int) and ct > 0 else 0
-
-
 def _lowest(*values: float | None) -> float | None:
     """The smallest of the values that are not None (None when all are)."""
     present = [v for v in values if v is not None]
@@ -381,7 +371,7 @@ class _Run:
                     reason = f"error: {type(exc).__name__}: {shorten(exc)}"
                     log.exception("%s: the provider raised %s; falling back", desc.id, type(exc).__name__)
                 self.failed.add(desc.id)
-                cost, pt, ct = _billed(exc)
+                cost, pt, ct = (exc.cost_usd, exc.prompt_tokens, exc.completion_tokens) if isinstance(exc, ProviderError) else (0.0, 0, 0)
                 self.spent += cost
                 self.record(CallRecord(rnd, desc.id, "failed", reason, latency_ms=(time.monotonic() - started) * 1000.0,
                                        prompt_tokens=pt, completion_tokens=ct, cost_usd=cost, fallback=fallback))

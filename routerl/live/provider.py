@@ -377,8 +377,7 @@ class ChatProvider:
         """The end of a ``hold``; closes a retired provider whose last user this was."""
         with self._uses_lock:
             self._uses -= 1
-            close = self._retired and self._uses == 0 and not self._closed
-            self._closed = self._closed or close
+            close = self._claim_close()
         if close:
             self._client.close()
 
@@ -386,10 +385,16 @@ class ChatProvider:
         """Retire the provider: close it now when no call is using it, else when the last ends."""
         with self._uses_lock:
             self._retired = True
-            close = self._uses == 0 and not self._closed
-            self._closed = self._closed or close
+            close = self._claim_close()
         if close:
             self._client.close()
+
+    def _claim_close(self) -> bool:
+        """Under ``_uses_lock``: True (once) when a retired provider has no user left; the caller
+        then closes the client, outside the lock."""
+        close = self._retired and self._uses == 0 and not self._closed
+        self._closed = self._closed or close
+        return close
 
     def close(self) -> None:
         """Close the HTTP connections (now, even while calls use them)."""
