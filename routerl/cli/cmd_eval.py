@@ -24,6 +24,7 @@ from pathlib import Path
 
 from routerl.cli import CliError
 from routerl.cli.output_paths import output_dir
+from routerl.eval.unseen_evidence import UNSEEN_EVIDENCE
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=("test", "val"), help="prompts to evaluate (val: for choosing options)")
     p.add_argument("--embedder", default="minilm", choices=("minilm", "hash"), help="sentence embedder (default minilm)")
     p.add_argument("--shuffle-control", action="store_true", help="also run the full pool with unseen descriptors shuffled")
-    p.add_argument("--unseen-evidence", default="probe", choices=("probe", "sample-scores"),
+    p.add_argument("--unseen-evidence", default="probe", choices=UNSEEN_EVIDENCE,
                    help="what unseen models' descriptors carry: probe (sample scores and per-prompt probe results, the protocol's) "
                         "or sample-scores (per-domain sample scores only, as a model registered without a probe run)")
     p.add_argument("--seed", type=int, default=0, help="seed of random routers, k-means and the shuffle (default 0)")

@@ -53,7 +53,7 @@ def seen_model_pairs(
     splits: Splits | None,
     split: str,
     descriptors: dict[str, ModelDescriptor],
-    features: PairFeatures,
+    features: PairFeatures | None,
     embedder,
     *,
     with_prompts: bool = False,
@@ -63,7 +63,9 @@ def seen_model_pairs(
 
     Returns ``(X, y)``: ``(n, F)`` features and ``(n,)`` true scores; with ``with_prompts``, also
     ``(n,)`` the table's prompt row of each pair, and with ``with_models`` its model column. Only models in ``descriptors`` are read, and
-    each must be a seen model (else ValueError).
+    each must be a seen model (else ValueError). With ``features`` None, only the
+    ``DESCRIPTOR_COLUMNS`` are filled (NaN elsewhere) and nothing is embedded (``embedder`` unused):
+    the rows the descriptor model is fit on.
     """
     seen = table.seen_mask(splits)
     prompts = table.prompts_in(split)
@@ -71,7 +73,7 @@ def seen_model_pairs(
     empty = (np.zeros((0, len(FEATURE_NAMES))), np.zeros(0)) + extra
     if prompts.size == 0:
         return empty
-    emb = embedder.embed([table.prompt_text[i] for i in prompts])
+    emb = embedder.embed([table.prompt_text[i] for i in prompts]) if features is not None else None
     tokens = query_tokens(table, prompts)
     domains = [table.domain[i] for i in prompts]
     available = table.available[prompts]
@@ -84,7 +86,9 @@ def seen_model_pairs(
         if not have.any():
             continue
         idx = np.flatnonzero(have)
-        xs.append(features.build(emb[idx], [domains[n] for n in idx], tokens[idx], [desc])[:, 0, :])
+        doms = [domains[n] for n in idx]
+        x = features.build(emb[idx], doms, tokens[idx], [desc]) if features is not None else descriptor_features(doms, tokens[idx], [desc])
+        xs.append(x[:, 0, :])
         ys.append(table.score[prompts[idx], j].astype(np.float64))
         rows.append(prompts[idx])
         cols.append(np.full(idx.size, j))
@@ -167,50 +171,28 @@ def fit_learned_router(
     model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
     trees = None
     if descriptor_model:
-        trees, info["descriptor_model"] = fit_descriptor_model([(table, splits)], max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+        trees, info["descriptor_model"] = fit_descriptor_model(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
     log.info("learned router on %s: %s", table.name, info)
     return LearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(model), info, trees)
 
 
-def descriptor_pairs(table: OutcomeTable, splits: Splits | None, split: str, descriptors: dict[str, ModelDescriptor]) -> tuple[np.ndarray, np.ndarray]:
-    """``DESCRIPTOR_COLUMNS`` features ``(n, len(DESCRIPTOR_COLUMNS))`` and true scores ``(n,)`` of
-    every (prompt in ``split``, model of ``descriptors`` with a row) pair: ``seen_model_pairs``
-    without embeddings, for the descriptor model. Every model must be a seen model."""
-    seen = table.seen_mask(splits)
-    prompts = table.prompts_in(split)
-    xs, ys = [np.zeros((0, len(DESCRIPTOR_COLUMNS)))], [np.zeros(0)]
-    tokens = query_tokens(table, prompts) if prompts.size else np.zeros(0)
-    for model, desc in descriptors.items():
-        j = table.model_index(model)
-        if not seen[j]:
-            raise ValueError(f"model {model!r} is not a seen model: its rows may not be used for fitting")
-        idx = np.flatnonzero(table.available[prompts, j]) if prompts.size else np.zeros(0, dtype=int)
-        if idx.size:
-            x = descriptor_features([table.domain[prompts[n]] for n in idx], tokens[idx], [desc])[:, 0, :]
-            xs.append(x[:, DESCRIPTOR_COLUMNS])
-            ys.append(table.score[prompts[idx], j].astype(np.float64))
-    return np.concatenate(xs), np.concatenate(ys)
-
-
 def fit_descriptor_model(
-    sources: Sequence[tuple[OutcomeTable, Splits | None]],
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
     *,
     max_iter: int = LEARNED_DEFAULTS["max_iter"],
     learning_rate: float = LEARNED_DEFAULTS["learning_rate"],
     seed: int = 0,
 ) -> tuple[TreeEnsemble, dict]:
-    """The descriptor model (see the module docstring), fit like the main regressor on the seen,
-    priced models' train rows of every (table, splits) source, its iterations chosen on their val
-    rows. Returns the trees and ``fit_regressor``'s info."""
-    train, val = [], []
-    for table, splits in sources:
-        descriptors = seen_descriptors(table, splits)
-        train.append(descriptor_pairs(table, splits, "train", descriptors))
-        val.append(descriptor_pairs(table, splits, "val", descriptors))
-    (x_tr, y_tr), (x_va, y_va) = ((np.concatenate(p) for p in zip(*parts)) for parts in (train, val))
+    """The descriptor model (see the module docstring): ``fit_regressor`` over the
+    ``DESCRIPTOR_COLUMNS`` of the main regressor's ``(n, F)`` train and val rows (or of rows
+    ``seen_model_pairs`` built without ``features``). Returns the trees and the fit's info."""
     if len(y_tr) < 10:
         raise ValueError(f"too few seen-model train rows to fit the descriptor model ({len(y_tr)})")
-    model, info = fit_regressor(x_tr, y_tr, x_va, y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
+    columns = list(DESCRIPTOR_COLUMNS)
+    model, info = fit_regressor(x_tr[:, columns], y_tr, x_va[:, columns], y_va, max_iter=max_iter, learning_rate=learning_rate, seed=seed)
     return TreeEnsemble.from_sklearn(model), info
 
 

@@ -127,7 +127,7 @@ def fit_pooled_evidence(
         fold_models.append(TreeEnsemble.from_sklearn(model))
         info[f"fold{f}_iterations"] = fold_info["iterations"]
     info.update(tables=[table.name for table, _ in sources], folds=int(folds), probe_prompts=len(index))
-    descriptor_model, info["descriptor_model"] = fit_descriptor_model(sources, **hyper)
+    descriptor_model, info["descriptor_model"] = fit_descriptor_model(x_tr, y_tr, x_va, y_va, **hyper)
     log.info("learned evidence router: %s", info)
     return CrossFitLearnedRouter(index, embedder, features, TreeEnsemble.from_sklearn(full), fold_models, fold_of, info, descriptor_model)
 

@@ -150,7 +150,7 @@ def add_descriptor_model(learned: Path, raw: dict) -> dict:
     import numpy as np
 
     from routerl.data import Splits, load_outcomes
-    from routerl.routers.learned import fit_descriptor_model
+    from routerl.routers.learned import fit_descriptor_model, seen_descriptors, seen_model_pairs
     from routerl.routers.learned_evidence import DESCRIPTOR_PREFIX
     from routerl.train.config import expand_path
 
@@ -158,10 +158,16 @@ def add_descriptor_model(learned: Path, raw: dict) -> dict:
     if not data.get("tables") or not data.get("splits"):
         raise ValueError("--descriptor-model: the checkpoint's config names no outcome tables and splits to fit it on")
     splits = Splits.load(expand_path(data["splits"]))
-    sources = [(load_outcomes(expand_path(t), responses=False), splits) for t in data["tables"]]
+    rows: dict[str, list] = {"train": [], "val": []}
+    for path in data["tables"]:  # as fit_pooled_evidence reads them, without embeddings (descriptor columns only)
+        table = load_outcomes(expand_path(path), responses=False)
+        for split, parts in rows.items():
+            parts.append(seen_model_pairs(table, splits, split, seen_descriptors(table, splits), None, None))
+    x_tr, y_tr = (np.concatenate(column) for column in zip(*rows["train"]))
+    x_va, y_va = (np.concatenate(column) for column in zip(*rows["val"]))
     options = ((raw.get("env") or {}).get("evidence") or {}).get("options") or {}
     hyper = {k: options[k] for k in ("max_iter", "learning_rate") if k in options}
-    model, info = fit_descriptor_model(sources, seed=int(raw.get("seed", 0) or 0), **hyper)
+    model, info = fit_descriptor_model(x_tr, y_tr, x_va, y_va, seed=int(raw.get("seed", 0) or 0), **hyper)
     with np.load(learned, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if not k.startswith(DESCRIPTOR_PREFIX)}
     np.savez_compressed(learned, **arrays, **model.arrays(DESCRIPTOR_PREFIX))
